@@ -1,0 +1,48 @@
+"""Where metrics go: TensorBoard events and metrics.jsonl in the workdir.
+
+Only process 0 writes. `metrics.jsonl` holds one JSON record per line,
+`{"step": ..., "split": "train" | "eval", <name>: <value>, ...}`, easy to read
+back with pandas or a few lines of Python (see `read_records`).
+"""
+
+import json
+import os
+
+from tensorboardX import SummaryWriter
+
+
+class MetricWriter:
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = SummaryWriter(logdir=workdir) if enabled else None
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    values = {k: float(v) for k, v in metrics.items()}
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+    for name, value in values.items():
+      self._tb.add_scalar(f"{split}/{name}", value, step)
+
+  def truncate_after(self, step: int) -> None:
+    """Drops records past `step`: a resumed run rewrites what was lost."""
+    if not self.enabled or not os.path.exists(self.path):
+      return
+    kept = [r for r in read_records(self.path) if r["step"] <= step]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_records(path: str, split: str | None = None) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if split is None or r["split"] == split]

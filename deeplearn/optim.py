@@ -1,0 +1,75 @@
+"""Optimizers and learning-rate schedules as optax chains built from config.
+
+The lecture's optimisation tricks map to optax pieces: momentum / Nesterov
+(`optax.sgd`), AdaGrad, Adam(W); step, exponential and cosine decay with
+linear warmup; gradient clipping by global norm; L2 weight decay added to the
+gradient (coupled) or to the update (decoupled, AdamW). Parameter averaging
+(EMA / Polyak, Polyak & Juditsky 1992) lives in the train state and is
+updated with `optax.incremental_update`; see `average_step_size`.
+"""
+
+import jax.numpy as jnp
+import optax
+
+
+def make_schedule(sched_cfg, learning_rate: float,
+                  total_steps: int) -> optax.Schedule:
+  name = sched_cfg.name
+  warmup = int(sched_cfg.warmup_steps)
+  if warmup >= total_steps > 0:
+    raise ValueError(f"config.schedule.warmup_steps={warmup} must be smaller"
+                     f" than the {total_steps} training steps.")
+  decay_steps = int(sched_cfg.decay_steps) or max(total_steps - warmup, 1)
+  if name == "constant":
+    main = optax.constant_schedule(learning_rate)
+  elif name == "exponential":
+    main = optax.exponential_decay(learning_rate, decay_steps,
+                                   sched_cfg.decay_rate)
+  elif name == "step":
+    main = optax.exponential_decay(learning_rate, decay_steps,
+                                   sched_cfg.decay_rate, staircase=True)
+  elif name == "cosine":
+    main = optax.cosine_decay_schedule(learning_rate, decay_steps,
+                                       alpha=sched_cfg.end_factor)
+  else:
+    raise ValueError(f"config.schedule.name={name!r}: use constant,"
+                     " exponential, step or cosine.")
+  if not warmup:
+    return main
+  ramp = optax.linear_schedule(0.0, learning_rate, warmup)
+  return optax.join_schedules([ramp, main], [warmup])
+
+
+def make_optimizer(opt_cfg, schedule: optax.Schedule):
+  name = opt_cfg.name
+  if name == "sgd":
+    core = optax.sgd(schedule, momentum=opt_cfg.momentum or None,
+                     nesterov=opt_cfg.nesterov)
+  elif name == "adagrad":
+    core = optax.adagrad(schedule, eps=opt_cfg.eps)
+  elif name == "adam":
+    core = optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
+  elif name == "adamw":
+    core = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+                       weight_decay=opt_cfg.weight_decay)
+  else:
+    raise ValueError(f"config.optimizer.name={name!r}: use sgd, adagrad, adam"
+                     " or adamw.")
+  if opt_cfg.weight_decay and name != "adamw":
+    raise ValueError(
+        f"config.optimizer.weight_decay is decoupled decay for adamw; for"
+        f" {name!r} use config.optimizer.l2 (added to the gradient).")
+  chain = []
+  if opt_cfg.grad_clip_norm:
+    chain.append(optax.clip_by_global_norm(opt_cfg.grad_clip_norm))
+  if opt_cfg.l2:
+    chain.append(optax.add_decayed_weights(opt_cfg.l2))
+  return optax.chain(*chain, core)
+
+
+def average_step_size(opt_cfg, step):
+  """Weight of the new parameters in the running average after `step`."""
+  if opt_cfg.averaging == "ema":
+    # Debiased early on so the average is not stuck at the initial weights.
+    return jnp.maximum(1.0 - opt_cfg.ema_decay, 1.0 / (step + 1.0))
+  return 1.0 / (step + 1.0)  # polyak: the plain mean of all iterates

@@ -1,0 +1,1 @@
+"""Device meshes and shardings: how a run is laid out across devices."""

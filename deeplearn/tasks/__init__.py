@@ -1,0 +1,25 @@
+"""Tasks: the pure functions a training scheme supplies to the train loop.
+
+A task knows how to turn a batch into a loss and metrics; the loop knows
+nothing model-specific. Every task offers:
+
+  init_variables(rng, batch_size) -> flax variables (params + model state)
+  loss(params, model_state, batch, rng) -> loss, (metric sums, new model state)
+  eval_sums(params, model_state, batch) -> metric sums over the masked batch
+  finalize(sums) -> metrics (means, perplexity, ...)
+  best_metric -> (name, "max" | "min")
+
+Metric sums always include `count`, the number of examples (or tokens) they
+add up, so sums from many batches and devices combine exactly.
+"""
+
+from deeplearn.tasks.classification import Classification
+from deeplearn.tasks.language_model import LanguageModel
+
+TASKS = {"classification": Classification, "language_model": LanguageModel}
+
+
+def get_task(name: str, model, info):
+  if name not in TASKS:
+    raise ValueError(f"config.task={name!r}: use one of {sorted(TASKS)}.")
+  return TASKS[name](model, info)

@@ -1,0 +1,299 @@
+"""The train loop: one experiment config in, a trained, checkpointed run out.
+
+  python -m deeplearn.train --config experiments/mnist1d_cnn.py --workdir runs/cnn
+
+The loop owns data, sharding, compilation, checkpoints and logging; the task
+(deeplearn.tasks) owns the loss. `train_step` and `eval_step` are pure, jitted
+once with explicit shardings, and the train state is donated. Metrics stay on
+the device until a log interval. Re-running the same command resumes from the
+newest checkpoint in the workdir; a finished run reports its summary again.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from absl import app, flags
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+from deeplearn import checkpoint, config as config_lib, data, metrics, models
+from deeplearn import optim, tasks
+from deeplearn.parallel import mesh as mesh_lib, sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  model_state: Any  # non-trainable collections, e.g. batch_stats
+  rng: jax.Array
+  avg_params: Any  # EMA / Polyak weights for evaluation, or None
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything built from a config before any compilation."""
+  config: Any
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  info: data.DatasetInfo
+  task: Any
+  tx: optax.GradientTransformation
+  schedule: optax.Schedule
+  num_steps: int
+  state_shardings: Any
+  batch_sharding: jax.sharding.NamedSharding
+  init_fn: Any
+
+
+def build(config, devices=None) -> Run:
+  """Resolves and checks the config against the devices and the dataset."""
+  mesh = mesh_lib.make_mesh(config.mesh.to_dict(), devices)
+  rules = sharding.rules_from_config(config.sharding)
+  sharding.check_rules(rules, mesh)
+  config_lib.validate(
+      config, num_batch_shards=sharding.num_batch_shards(rules, mesh),
+      process_count=jax.process_count())
+  info = data.get_info(config.data)
+  model = models.get_model(config.model)
+  task = tasks.get_task(config.task or info.task, model, info)
+  num_steps = config_lib.num_train_steps(
+      config, info.num_examples[config.data.train_split])
+  schedule = optim.make_schedule(config.schedule,
+                                 config.optimizer.learning_rate, num_steps)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+  averaging = config.optimizer.averaging != "none"
+
+  def init_boxed(seed):
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(seed))
+    variables = dict(task.init_variables(init_rng))
+    params = variables.pop("params")
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        opt_state=tx.init(params), model_state=variables, rng=train_rng,
+        avg_params=params if averaging else None)
+
+  abstract = jax.eval_shape(init_boxed, config.train.seed)
+  state_shardings = sharding.state_shardings(abstract, rules, mesh)
+  init_fn = jax.jit(lambda seed: nn.unbox(init_boxed(seed)),
+                    static_argnums=0, out_shardings=state_shardings)
+  return Run(config=config, mesh=mesh, rules=rules, info=info, task=task,
+             tx=tx, schedule=schedule, num_steps=num_steps,
+             state_shardings=state_shardings,
+             batch_sharding=sharding.batch_sharding(rules, mesh),
+             init_fn=init_fn)
+
+
+def make_train_step(run: Run):
+  task, tx, opt_cfg = run.task, run.tx, run.config.optimizer
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    (loss, (sums, model_state)), grads = grad_fn(
+        state.params, state.model_state, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    avg_params = state.avg_params
+    if avg_params is not None:
+      avg_params = optax.incremental_update(
+          params, avg_params, optim.average_step_size(opt_cfg, state.step))
+    step_metrics = {**task.finalize(sums), "loss": loss,
+                    "grad_norm": optax.global_norm(grads),
+                    "learning_rate": run.schedule(state.step)}
+    new_state = state.replace(step=state.step + 1, params=params,
+                              opt_state=opt_state, model_state=model_state,
+                              avg_params=avg_params)
+    return new_state, step_metrics
+
+  replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+  return jax.jit(train_step,
+                 in_shardings=(run.state_shardings, run.batch_sharding),
+                 out_shardings=(run.state_shardings, replicated),
+                 donate_argnums=0)
+
+
+def make_eval_step(run: Run):
+  task = run.task
+
+  def eval_step(state: TrainState, batch):
+    params = state.params if state.avg_params is None else state.avg_params
+    return task.eval_sums(params, state.model_state, batch)
+
+  return jax.jit(eval_step, in_shardings=(run.state_shardings,
+                                          run.batch_sharding))
+
+
+def evaluate(run: Run, eval_step, state, dataset) -> dict[str, float]:
+  """Sums metrics over the whole eval split on device; one fetch at the end."""
+  totals = None
+  for local_batch in dataset:
+    batch = sharding.global_batch(local_batch, run.batch_sharding)
+    sums = eval_step(state, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError(f"config.data.eval_split={run.config.data.eval_split!r}"
+                     " gave no batches.")
+  return {k: float(v) for k, v in jax.device_get(run.task.finalize(totals)).items()}
+
+
+def num_params(params) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+
+
+def restore_or_init(run: Run, ckpt: checkpoint.Checkpointer, data_iterator):
+  """The newest checkpoint's state (and iterator position), or a fresh state."""
+  step = ckpt.latest_step()
+  if step is None:
+    return run.init_fn(run.config.train.seed), 0
+  abstract = checkpoint.abstract_with_shardings(
+      jax.eval_shape(run.init_fn, run.config.train.seed), run.state_shardings)
+  return ckpt.restore(step, abstract, data_iterator), step
+
+
+def _better(value, best, mode):
+  return best is None or (value > best if mode == "max" else value < best)
+
+
+def summarize(run: Run, workdir: str, extra: dict) -> dict:
+  """Final and best eval metrics, from metrics.jsonl, plus run figures."""
+  evals = metrics.read_records(os.path.join(workdir, "metrics.jsonl"), "eval")
+  name, mode = run.task.best_metric
+  if run.config.eval.best_metric:
+    name = run.config.eval.best_metric
+    mode = "min" if "loss" in name or "perplexity" in name else "max"
+  best = None
+  for record in evals:
+    if name in record and _better(record[name], best and best[name], mode):
+      best = record
+  final = evals[-1] if evals else {}
+  return {"final": {k: v for k, v in final.items() if k != "split"},
+          "best": {"metric": name, "value": best and best[name],
+                   "step": best and best["step"]},
+          "steps": run.num_steps, **extra,
+          "config": json.loads(config_lib.to_json(run.config))}
+
+
+def summary_line(summary: dict, path: str) -> str:
+  name = summary["best"]["metric"]
+  final = summary["final"].get(name)
+  rate = summary.get("examples_per_s") or 0
+  return (f"done: {name}={final:.4g} best={summary['best']['value']:.4g}"
+          f" @ step {summary['best']['step']}, {summary['wall_s']:.1f} s,"
+          f" {rate:,.0f} examples/s -> {path}")
+
+
+def train_and_evaluate(config, workdir: str, devices=None) -> dict:
+  """Trains (or resumes) the run in `workdir`; returns the summary."""
+  t_start = time.time()
+  run = build(config, devices)
+  lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  summary_path = os.path.join(workdir, "summary.json")
+  if lead:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config_lib.to_json(config))
+
+  train_ds = data.train_dataset(config.data, seed=config.train.seed,
+                                process_index=jax.process_index(),
+                                process_count=jax.process_count())
+  eval_ds = data.eval_dataset(config.data, process_index=jax.process_index(),
+                              process_count=jax.process_count())
+  train_iter = iter(train_ds)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  state, start = restore_or_init(run, ckpt, train_iter)
+  if lead:
+    print(f"{config.model.name} on {run.info.name} | {jax.process_count()}"
+          f" process(es), {run.mesh.size} devices, mesh"
+          f" {mesh_lib.describe(run.mesh)} | {num_params(state.params):,} params"
+          + (f" | resuming at step {start}" if start else ""), flush=True)
+  if start >= run.num_steps and os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+    if lead:
+      print(summary_line(summary, summary_path), flush=True)
+    ckpt.close()
+    return summary
+
+  writer = metrics.MetricWriter(workdir, enabled=lead)
+  writer.truncate_after(start)
+  train_step = make_train_step(run)
+  eval_step = make_eval_step(run)
+  cfg = config.train
+  bar = tqdm.tqdm(total=run.num_steps, initial=start, desc="train",
+                  unit="step", disable=not (cfg.progress and lead),
+                  file=sys.stdout, dynamic_ncols=True, mininterval=0.5)
+  pending = []  # per-step metrics, still on device
+  train_s, steps_timed = 0.0, 0
+  t_interval = time.time()
+  step = start
+  for step in range(start + 1, run.num_steps + 1):
+    batch = sharding.global_batch(next(train_iter), run.batch_sharding)
+    state, step_metrics = train_step(state, batch)
+    pending.append(step_metrics)
+    bar.update(1)
+    if step % cfg.log_every == 0 or step == run.num_steps:
+      fetched = jax.device_get(pending)  # the only sync in the interval
+      if step > start + len(pending):  # first interval includes compilation
+        train_s += time.time() - t_interval
+        steps_timed += len(pending)
+      means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      writer.write(step, "train", means)
+      bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+      pending = []
+    if step % cfg.eval_every == 0 or step == run.num_steps:
+      eval_metrics = evaluate(run, eval_step, state, eval_ds)
+      writer.write(step, "eval", eval_metrics)
+      if lead:
+        bar.write(f"eval   step {step}: " + " ".join(
+            f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
+    if step % cfg.checkpoint_every == 0 or step == run.num_steps:
+      ckpt.save(step, state, train_iter)
+    if step % cfg.log_every == 0:
+      t_interval = time.time()
+  bar.close()
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+
+  examples_per_s = (steps_timed * config.data.batch_size / train_s
+                    if train_s > 0 else None)
+  summary = summarize(run, workdir, {
+      "wall_s": time.time() - t_start,
+      "examples_per_s": examples_per_s, "resumed_from": start,
+      "num_params": num_params(state.params),
+      "processes": jax.process_count(), "devices": run.mesh.size,
+      "mesh": dict(run.mesh.shape)})
+  if lead:
+    with open(summary_path, "w") as f:
+      json.dump(summary, f, indent=2)
+    print(summary_line(summary, summary_path), flush=True)
+  return summary
+
+
+def main():
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flag = config_flags.DEFINE_config_file(
+      "config", None, "Experiment file, optionally with :variant.",
+      lock_config=True)
+  workdir_flag = flags.DEFINE_string(
+      "workdir", None, "Where checkpoints, metrics and summary.json go;"
+      " re-use it to resume.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  jax.config.config_with_absl()
+  app.run(lambda argv: train_and_evaluate(config_flag.value,
+                                          workdir_flag.value))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,182 @@
+"""Config, mesh and optimizer construction: errors name the key and the fix."""
+
+import glob
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from deeplearn import config as config_lib, optim
+from deeplearn.parallel import mesh as mesh_lib, sharding
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+
+
+def load_experiment(path):
+  spec = importlib.util.spec_from_file_location("exp", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+def test_experiment_files_are_short_and_complete(path):
+  with open(path) as f:
+    assert len(f.read().splitlines()) < 80
+  config = load_experiment(path).get_config()
+  for section in ("model", "data", "optimizer", "schedule", "mesh", "sharding",
+                  "train", "eval"):
+    assert section in config, section
+  assert config.model.name and config.data.dataset
+  assert config.train.num_steps or config.train.num_epochs
+
+
+def test_locked_config_rejects_misspelled_key_and_wrong_type():
+  config = config_lib.default_config()
+  config.lock()
+  with pytest.raises(AttributeError, match="learnin_rate"):
+    config.optimizer.learnin_rate = 0.1
+  with pytest.raises(TypeError):
+    config.train.num_steps = "many"
+
+
+def test_config_json_round_trip_keeps_tuples():
+  config = config_lib.default_config()
+  config.model = ml_collections.ConfigDict({"name": "mlp",
+                                            "hidden_sizes": (100, 100)})
+  back = config_lib.from_json(config_lib.to_json(config))
+  assert back.model.hidden_sizes == (100, 100)
+  assert back.sharding.rules == config.sharding.rules
+  assert back.data.data_dir is None
+
+
+def test_num_train_steps_from_epochs_or_steps():
+  config = config_lib.default_config()
+  with pytest.raises(ValueError, match="num_steps"):
+    config_lib.num_train_steps(config, 4000)
+  config.train.num_epochs = 2.0
+  config.data.batch_size = 100
+  assert config_lib.num_train_steps(config, 4000) == 80
+  config.train.num_steps = 10
+  with pytest.raises(ValueError, match="only one"):
+    config_lib.num_train_steps(config, 4000)
+
+
+def test_batch_size_must_divide_over_the_batch_shards():
+  config = config_lib.default_config()
+  config.data.batch_size = 100
+  with pytest.raises(ValueError, match=r"config.data.batch_size=100 .* 8"):
+    config_lib.validate(config, num_batch_shards=8, process_count=1)
+  config.data.batch_size = 104
+  config_lib.validate(config, num_batch_shards=8, process_count=1)
+
+
+def test_mesh_minus_one_takes_the_rest():
+  assert mesh_lib.mesh_shape({"data": -1}, 8) == {"data": 8}
+  assert mesh_lib.mesh_shape({"data": -1, "model": 2}, 8) == {"data": 4,
+                                                               "model": 2}
+  assert mesh_lib.mesh_shape({"data": -1}, 1) == {"data": 1}
+
+
+@pytest.mark.parametrize("cfg,match", [
+    ({"data": 3, "model": 2}, "uses 6 devices but 8"),
+    ({"data": -1, "model": -1}, "only one axis"),
+    ({"data": -1, "model": 3}, "does not divide"),
+    ({"dta": -1}, "unknown axes"),
+])
+def test_mesh_errors(cfg, match):
+  with pytest.raises(ValueError, match=match):
+    mesh_lib.mesh_shape(cfg, 8)
+
+
+def test_mesh_on_all_devices_and_on_a_subset():
+  assert jax.device_count() == 8
+  assert mesh_lib.make_mesh({"data": -1}).shape == {"data": 8}
+  one = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
+  assert one.shape == {"data": 1}
+  rules = config_lib.DATA_PARALLEL_RULES
+  assert sharding.num_batch_shards(rules, mesh_lib.make_mesh({"data": -1})) == 8
+
+
+def test_sharding_rule_naming_a_missing_mesh_axis_fails():
+  mesh = mesh_lib.make_mesh({"data": -1})
+  with pytest.raises(ValueError, match="'mlp' to mesh axis 'model'"):
+    sharding.check_rules((("mlp", "model"),), mesh)
+
+
+def _sched_cfg(**kw):
+  cfg = config_lib.default_config().schedule
+  cfg.update(kw)
+  return cfg
+
+
+def test_warmup_then_cosine_schedule():
+  sched = optim.make_schedule(_sched_cfg(name="cosine", warmup_steps=10), 1.0,
+                              110)
+  np.testing.assert_allclose(sched(0), 0.0)
+  np.testing.assert_allclose(sched(5), 0.5)
+  np.testing.assert_allclose(sched(10), 1.0)
+  np.testing.assert_allclose(sched(60), 0.5, atol=1e-6)
+  np.testing.assert_allclose(sched(110), 0.0, atol=1e-6)
+
+
+def test_step_and_exponential_decay():
+  step = optim.make_schedule(_sched_cfg(name="step", decay_steps=10,
+                                        decay_rate=0.5), 1.0, 100)
+  assert float(step(9)) == 1.0 and float(step(10)) == 0.5
+  expo = optim.make_schedule(_sched_cfg(name="exponential", decay_steps=10,
+                                        decay_rate=0.5), 1.0, 100)
+  np.testing.assert_allclose(expo(5), 0.5 ** 0.5, rtol=1e-6)
+
+
+def _opt_cfg(**kw):
+  cfg = config_lib.default_config().optimizer
+  cfg.update(kw)
+  return cfg
+
+
+def test_sgd_momentum_matches_the_lecture_update():
+  cfg = _opt_cfg(name="sgd", momentum=0.9, learning_rate=0.1)
+  tx = optim.make_optimizer(cfg, optax.constant_schedule(0.1))
+  w = jnp.array([1.0, -2.0])
+  state = tx.init(w)
+  v = jnp.zeros(2)
+  w_ref = w
+  for g in (jnp.array([0.5, 1.0]), jnp.array([-1.0, 0.25])):
+    updates, state = tx.update(g, state, w)
+    w = optax.apply_updates(w, updates)
+    v = 0.9 * v + g  # u_t = momentum * u_{t-1} + g_t;  w -= lr * u_t
+    w_ref = w_ref - 0.1 * v
+  np.testing.assert_allclose(w, w_ref, rtol=1e-6)
+
+
+def test_clipping_and_coupled_l2():
+  cfg = _opt_cfg(name="sgd", learning_rate=1.0, grad_clip_norm=1.0, l2=0.5)
+  tx = optim.make_optimizer(cfg, optax.constant_schedule(1.0))
+  w = jnp.array([2.0, 0.0])
+  updates, _ = tx.update(jnp.array([30.0, 40.0]), tx.init(w), w)
+  # clipped gradient (0.6, 0.8), plus l2 * w = (1.0, 0.0), times -lr.
+  np.testing.assert_allclose(updates, [-1.6, -0.8], rtol=1e-6)
+
+
+def test_decoupled_weight_decay_only_for_adamw():
+  with pytest.raises(ValueError, match="config.optimizer.l2"):
+    optim.make_optimizer(_opt_cfg(name="adam", weight_decay=0.1),
+                         optax.constant_schedule(1e-3))
+  with pytest.raises(ValueError, match="config.optimizer.name='rmsprop'"):
+    optim.make_optimizer(_opt_cfg(name="rmsprop"), optax.constant_schedule(1.0))
+
+
+def test_polyak_average_is_the_mean_of_the_iterates():
+  cfg = _opt_cfg(averaging="polyak")
+  iterates = [jnp.array(x) for x in (1.0, 2.0, 6.0, 3.0)]
+  avg = iterates[0]
+  for step, w in enumerate(iterates):
+    avg = optax.incremental_update(w, avg, optim.average_step_size(cfg, step))
+  np.testing.assert_allclose(avg, 3.0, rtol=1e-6)
