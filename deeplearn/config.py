@@ -7,7 +7,9 @@ line fails at once. `validate()` runs the checks that need the devices and
 the dataset, still before anything is compiled.
 """
 
+import importlib.util
 import json
+import os
 
 import ml_collections
 from ml_collections import config_dict
@@ -72,6 +74,19 @@ def default_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.best_metric = ""  # "" = the task's default (accuracy, or loss)
   return c
+
+
+def from_file(spec: str) -> ml_collections.ConfigDict:
+  """Loads `path/to/experiment.py[:variant]` as the --config flag does."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Experiment file {path!r} not found.")
+  module_spec = importlib.util.spec_from_file_location("experiment", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg) if arg else module.get_config()
+  config.lock()
+  return config
 
 
 def num_train_steps(config, num_train_examples: int) -> int:

@@ -1,7 +1,6 @@
 """Config, mesh and optimizer construction: errors name the key and the fix."""
 
 import glob
-import importlib.util
 import os
 
 import jax
@@ -18,23 +17,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
 
 
-def load_experiment(path):
-  spec = importlib.util.spec_from_file_location("exp", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
 def test_experiment_files_are_short_and_complete(path):
   with open(path) as f:
     assert len(f.read().splitlines()) < 80
-  config = load_experiment(path).get_config()
+  config = config_lib.from_file(path)
   for section in ("model", "data", "optimizer", "schedule", "mesh", "sharding",
                   "train", "eval"):
     assert section in config, section
   assert config.model.name and config.data.dataset
   assert config.train.num_steps or config.train.num_epochs
+
+
+def test_from_file_selects_the_variant_and_locks():
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny"))
+  assert config.train.num_steps == 20
+  with pytest.raises(AttributeError):
+    config.train.num_stepz = 1
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    config_lib.from_file("experiments/nope.py")
 
 
 def test_locked_config_rejects_misspelled_key_and_wrong_type():
