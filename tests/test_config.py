@@ -80,10 +80,11 @@ def test_batch_size_must_divide_over_the_batch_shards():
 
 
 def test_mesh_minus_one_takes_the_rest():
-  assert mesh_lib.mesh_shape({"data": -1}, 8) == {"data": 8}
-  assert mesh_lib.mesh_shape({"data": -1, "model": 2}, 8) == {"data": 4,
-                                                               "model": 2}
-  assert mesh_lib.mesh_shape({"data": -1}, 1) == {"data": 1}
+  ones = dict.fromkeys(mesh_lib.AXES, 1)
+  assert mesh_lib.mesh_shape({"data": -1}, 8) == {**ones, "data": 8}
+  assert mesh_lib.mesh_shape({"data": -1, "model": 2}, 8) == {
+      **ones, "data": 4, "model": 2}
+  assert mesh_lib.mesh_shape({"data": -1}, 1) == ones
 
 
 @pytest.mark.parametrize("cfg,match", [
@@ -99,17 +100,19 @@ def test_mesh_errors(cfg, match):
 
 def test_mesh_on_all_devices_and_on_a_subset():
   assert jax.device_count() == 8
-  assert mesh_lib.make_mesh({"data": -1}).shape == {"data": 8}
+  eight = mesh_lib.make_mesh({"data": -1})
+  assert eight.shape["data"] == 8 and eight.size == 8
+  assert mesh_lib.describe(eight) == "data=8"
   one = mesh_lib.make_mesh({"data": -1}, jax.devices()[:1])
-  assert one.shape == {"data": 1}
+  assert one.size == 1 and mesh_lib.describe(one) == "data=1"
   rules = config_lib.DATA_PARALLEL_RULES
   assert sharding.num_batch_shards(rules, mesh_lib.make_mesh({"data": -1})) == 8
 
 
 def test_sharding_rule_naming_a_missing_mesh_axis_fails():
   mesh = mesh_lib.make_mesh({"data": -1})
-  with pytest.raises(ValueError, match="'mlp' to mesh axis 'model'"):
-    sharding.check_rules((("mlp", "model"),), mesh)
+  with pytest.raises(ValueError, match="'mlp' to mesh axis 'modle'"):
+    sharding.check_rules((("mlp", "modle"),), mesh)
 
 
 def _sched_cfg(**kw):

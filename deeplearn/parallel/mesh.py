@@ -1,8 +1,9 @@
 """Device mesh from `config.mesh`, validated against the devices present.
 
 `config.mesh` maps axis names to sizes, one of which may be -1 ("the rest"):
-`mesh.data = -1` is plain data parallelism on any number of devices. Axes
-are ordered `data, fsdp, stage, expert, model` so that the innermost axis,
+`mesh.data = -1` is plain data parallelism on any number of devices. Every
+mesh has all five axes (size 1 where the config leaves one out), so one table
+of sharding rules fits every mesh. Axes are ordered `data, fsdp, stage, expert, model` so that the innermost axis,
 `model`, lands on neighbouring devices (the fastest links, within one host).
 """
 
@@ -42,7 +43,9 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
     raise ValueError(
         f"config.mesh {sizes} uses {fixed} devices but {num_devices} are"
         " present; set one axis to -1 to take the rest.")
-  return sizes or {"data": num_devices}
+  if not sizes:
+    sizes = {"data": num_devices}
+  return {name: sizes.get(name, 1) for name in AXES}
 
 
 def make_mesh(mesh_cfg: Mapping[str, int],
@@ -60,4 +63,6 @@ def make_mesh(mesh_cfg: Mapping[str, int],
 
 
 def describe(mesh: Mesh) -> str:
-  return " ".join(f"{name}={size}" for name, size in mesh.shape.items())
+  """`data=8` or `data=2 model=4`: the axes that split something."""
+  used = {n: s for n, s in mesh.shape.items() if s > 1} or {"data": 1}
+  return " ".join(f"{name}={size}" for name, size in used.items())
