@@ -48,6 +48,7 @@ def main():
 
   def run(argv):
     del argv
+    train.quiet_library_logs()
     result = evaluate_checkpoint(workdir.value, step.value, split.value)
     print(json.dumps(result, indent=2))
 

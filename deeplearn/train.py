@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 import flax
 import flax.linen as nn
 import jax
@@ -281,6 +281,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   return summary
 
 
+def quiet_library_logs():
+  """orbax and grain log every save at INFO; keep them for --verbosity=0."""
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def main():
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flag = config_flags.DEFINE_config_file(
@@ -291,8 +297,13 @@ def main():
       " re-use it to resume.")
   flags.mark_flags_as_required(["config", "workdir"])
   jax.config.config_with_absl()
-  app.run(lambda argv: train_and_evaluate(config_flag.value,
-                                          workdir_flag.value))
+
+  def run(argv):
+    del argv
+    quiet_library_logs()
+    train_and_evaluate(config_flag.value, workdir_flag.value)
+
+  app.run(run)
 
 
 if __name__ == "__main__":
