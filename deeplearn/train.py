@@ -109,7 +109,7 @@ def make_train_step(run: Run):
       avg_params = optax.incremental_update(
           params, avg_params, optim.average_step_size(opt_cfg, state.step))
     step_metrics = {**task.finalize(sums), "loss": loss,
-                    "grad_norm": optax.global_norm(grads),
+                    "grad_norm": optax.tree.norm(grads),
                     "learning_rate": run.schedule(state.step)}
     new_state = state.replace(step=state.step + 1, params=params,
                               opt_state=opt_state, model_state=model_state,
