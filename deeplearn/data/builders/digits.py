@@ -40,6 +40,7 @@ class SklearnDigits(LocalBuilder, skip_registration=True):
     }
 
   def _generate_examples(self, digits, indices):
-    for i in indices:
+    # With shuffling disabled TFDS writes examples in key order: the key is the position.
+    for key, i in enumerate(indices):
       image = digits.images[i].astype(np.float32)[..., None]  # [8, 8, 1]
-      yield int(i), {"image": image, "label": int(digits.target[i])}
+      yield key, {"image": image, "label": int(digits.target[i])}
