@@ -143,6 +143,16 @@ def test_processes_see_disjoint_shards_that_make_up_the_global_batches(cfg):
     np.testing.assert_equal(concat([shards[0][j], shards[1][j]]), single[j])
 
 
+def test_processes_draw_different_random_augmentations(cfg):
+  flips = []
+  for i in range(2):
+    plain, flipped = (next(iter(data.train_dataset(
+        cfg(dataset="digits", batch_size=128, pp_train=pp), seed=0, process_index=i,
+        process_count=2))) for pp in ("", "flip_lr"))
+    flips.append([not np.array_equal(a, b) for a, b in zip(plain["inputs"], flipped["inputs"])])
+  assert 16 < sum(flips[0]) < 48 and flips[0] != flips[1]
+
+
 # Evaluation: padded, masked, in order, the same on any number of processes.
 
 def test_eval_batches_are_padded_and_masked_and_agree_across_process_counts(cfg):
@@ -268,7 +278,7 @@ def test_deterministic_ops():
 
 # Configuration errors name the key.
 
-def test_config_errors_name_the_offending_key(cfg):
+def test_config_errors_name_the_offending_key(cfg, tmp_path):
   with pytest.raises(ValueError, match="config.data.batch_size=100"):
     data.train_dataset(cfg(), seed=0, process_index=0, process_count=3)
   with pytest.raises(ValueError, match="config.data.eval_batch_size=300"):
@@ -282,6 +292,8 @@ def test_config_errors_name_the_offending_key(cfg):
                        process_count=1)
   with pytest.raises(ValueError, match="config.data.pp_eval"):
     data.eval_dataset(cfg(pp_eval="flip_lr"), process_index=0, process_count=1)
+  with pytest.raises(ValueError, match="config.data.prepare=False"):
+    data.get_info(cfg(dataset="digits", data_dir=str(tmp_path), prepare=False))
 
 
 # TFDS catalog datasets go through the same pipeline.

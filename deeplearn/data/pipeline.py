@@ -211,19 +211,28 @@ def _open(data_cfg):
 @functools.lru_cache(maxsize=None)
 def _builder(name, data_dir, prepare):
   """The prepared builder: ours for the offline datasets, otherwise the TFDS catalog's."""
-  if name in BUILDERS:
-    builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
-  else:
+  def make():
+    if name in BUILDERS:
+      return BUILDERS[name](data_dir=data_dir, file_format="array_record")
     try:
-      builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+      return tfds.builder(name, data_dir=data_dir, file_format="array_record")
     except tfds.core.registered.DatasetNotFoundError as e:
       raise ValueError(f"config.data.dataset={name!r} is neither one of deeplearn's datasets "
                        f"({', '.join(BUILDERS)}) nor in the TFDS catalog") from e
+
+  builder = make()
   if not builder.is_prepared():
     if not prepare:
       raise ValueError(f"config.data.prepare=False, but {name} is not prepared in "
                        f"{builder.data_dir}")
-    builder.download_and_prepare()
+    try:
+      builder.download_and_prepare()
+    except FileExistsError:
+      # Processes sharing a data_dir race to prepare: the loser's final rename finds the
+      # winner's copy, which is the same data. Read that one.
+      builder = make()
+      if not builder.is_prepared():
+        raise
   return builder
 
 

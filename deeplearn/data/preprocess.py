@@ -36,10 +36,14 @@ def _register(random=False):
   return register
 
 
+def _parts(spec):
+  return [p.strip() for p in (spec or "").split("|") if p.strip()]
+
+
 def parse(spec: str) -> list[tuple[str, tuple]]:
   """`"scale(1/255)|flip_lr"` -> `[("scale", (1/255,)), ("flip_lr", ())]`."""
   ops = []
-  for part in filter(None, (p.strip() for p in (spec or "").split("|"))):
+  for part in _parts(spec):
     name, _, rest = part.partition("(")
     name = name.strip()
     if name not in OPS:
@@ -84,7 +88,7 @@ def build(spec: str, stats: Callable[[str], tuple] | None = None) -> Op:
                          "it would otherwise be measured on")
       if stats is None:
         raise ValueError(f"{spec!r}: a bare standardize needs the training split's statistics")
-      args = stats("|".join(spec.split("|")[:i]))
+      args = stats("|".join(_parts(spec)[:i]))
     ops.append(OPS[name](*args))
 
   def apply(batch, rng):
