@@ -216,6 +216,8 @@ def test_pp_strings_parse_into_ops_with_literal_arguments():
   assert preprocess.parse("") == []
   with pytest.raises(ValueError, match="literals"):
     preprocess.parse("scale(__import__('os').getpid())")
+  with pytest.raises(ValueError, match="random_crop"):
+    preprocess.build("random_crop")  # its padding is required
 
 
 def test_an_unknown_op_names_the_known_ones(cfg):

@@ -238,16 +238,24 @@ def _builder(name, data_dir, prepare):
 
 def _table(builder, split, key, seq_len):
   """The split's examples as a table of batchable columns; `key` names where split came from."""
-  try:
-    _source(builder, split)
-  except ValueError as e:
-    raise ValueError(f"{key}={split!r}: {e}") from e
+  _checked_source(builder, split, key)
   if _task(builder) == "language_model":
     if not seq_len or seq_len <= 0:
       raise ValueError(f"config.data.seq_len={seq_len!r}: {builder.name} is a language "
                        "modelling dataset, set seq_len to the training sequence length")
-    return _windows(_tokens(builder, split), seq_len)
+    tokens = _tokens(builder, split)
+    if len(tokens) <= seq_len:
+      raise ValueError(f"config.data.seq_len={seq_len} leaves no window in {key}={split!r} "
+                       f"({len(tokens)} tokens)")
+    return _windows(tokens, seq_len)
   return _examples(builder, split, _encoded_bytes(builder, split) <= IN_MEMORY_BYTES)
+
+
+def _checked_source(builder, split, key):
+  try:
+    return _source(builder, split)
+  except ValueError as e:
+    raise ValueError(f"{key}={split!r}: {e}") from e
 
 
 @functools.lru_cache(maxsize=None)
@@ -325,8 +333,13 @@ def _info(name, data_dir, prepare, seq_len, train_split, eval_split, pp_eval):
   task = _task(builder)
   keys = {**{s: "split" for s in builder.info.splits}, train_split: "config.data.train_split",
           eval_split: "config.data.eval_split"}
-  num_examples = {s: len(_table(builder, s, key, seq_len)) for s, key in keys.items()}
-  first = _table(builder, eval_split, "config.data.eval_split", seq_len).take(np.arange(1))
+  if task == "language_model":  # windows, from the tokens that are cheap to hold
+    num_examples = {s: len(_table(builder, s, key, seq_len)) for s, key in keys.items()}
+    first = _table(builder, eval_split, "config.data.eval_split", seq_len).take(np.arange(1))
+  else:  # counted and sampled without decoding whole splits
+    num_examples = {s: len(_checked_source(builder, s, key)) for s, key in keys.items()}
+    source = _checked_source(builder, eval_split, "config.data.eval_split")
+    first = _stack([_classification_example(source[0])])
   inputs = _finalize(_preprocess(builder, pp_eval, "pp_eval", train_split).fn(first, None))
   vocab = _vocab(builder) if task == "language_model" else None
   return DatasetInfo(

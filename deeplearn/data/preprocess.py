@@ -89,7 +89,10 @@ def build(spec: str, stats: Callable[[str], tuple] | None = None) -> Op:
       if stats is None:
         raise ValueError(f"{spec!r}: a bare standardize needs the training split's statistics")
       args = stats("|".join(_parts(spec)[:i]))
-    ops.append(OPS[name](*args))
+    try:
+      ops.append(OPS[name](*args))
+    except TypeError as e:  # wrong number of arguments
+      raise ValueError(f"op {name}{args} in {spec!r}: {e}") from e
 
   def apply(batch, rng):
     for op in ops:
