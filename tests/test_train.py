@@ -146,3 +146,20 @@ def test_cli_rejects_bad_keys_before_doing_anything(tmp_path, override, key):
   assert proc.returncode != 0
   assert key in proc.stderr
   assert not workdir.exists()
+
+
+def test_mnist_convnet_recipe_runs_on_tfds_mock_data(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "mnist_convnet.py"))
+  config.data.batch_size = 16
+  config.data.eval_batch_size = 32
+  config.train.num_epochs = 0.0
+  config.train.num_steps = 6
+  config.train.update(log_every=3, eval_every=6, checkpoint_every=6,
+                      progress=False)
+  with tfds.testing.mock_data(num_examples=64):
+    summary = train.train_and_evaluate(config, str(tmp_path / "mnist"))
+  assert summary["num_params"] == 105_506
+  assert summary["final"]["step"] == 6
+  assert np.isfinite(summary["final"]["loss"])
