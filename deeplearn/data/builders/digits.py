@@ -1,4 +1,4 @@
-"""scikit-learn's handwritten digits (UCI optdigits test set: 1,797 real 8x8 images) as a TFDS builder.
+"""scikit-learn's handwritten digits (UCI optdigits: 1,797 real 8x8 images) as a TFDS builder.
 
 The data ships inside scikit-learn, so it builds offline. scikit-learn has no split: ours is a
 fixed permutation with seed 0, its first 1,437 examples for train and the last 360 for test.
@@ -31,6 +31,7 @@ class SklearnDigits(LocalBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # shipped with scikit-learn
+    # Imported here: it takes ~1.5 s, and only building needs it.
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
     digits = load_digits()
     order = np.random.default_rng(SPLIT_SEED).permutation(len(digits.target))

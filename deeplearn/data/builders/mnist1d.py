@@ -29,6 +29,7 @@ class Mnist1d(LocalBuilder, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     del dl_manager  # generated, nothing to download
+    # Imported here: it takes ~1.5 s, and only building needs it.
     from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=g-import-not-at-top
     data = make_dataset(get_dataset_args())
     return {
