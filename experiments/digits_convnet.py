@@ -3,7 +3,7 @@
 1,797 images (1,437 train / 360 test, a fixed seeded split); two 3x3 conv
 blocks with 2x2 max-pooling, a 64-unit hidden layer (13,706 parameters),
 inputs standardized by the training mean and std. Target: >= 97% test
-accuracy. `:tiny` is a seconds-long setting for tests.
+accuracy. `:tiny` is a seconds-long smoke setting.
 
   python -m deeplearn.train --config experiments/digits_convnet.py --workdir runs/digits
 """

@@ -163,3 +163,14 @@ def test_mnist_convnet_recipe_runs_on_tfds_mock_data(tmp_path):
   assert summary["num_params"] == 105_506
   assert summary["final"]["step"] == 6
   assert np.isfinite(summary["final"]["loss"])
+
+
+def test_digits_convnet_reaches_97_percent(tfds_data_dir, tmp_path):
+  # The acceptance bar of the offline vision experiment, on real digits.
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "digits_convnet.py"))
+  config.data.data_dir = tfds_data_dir
+  config.train.progress = False
+  summary = train.train_and_evaluate(config, str(tmp_path / "digits"))
+  assert summary["num_params"] == 13_706
+  assert summary["final"]["accuracy"] >= 0.97
