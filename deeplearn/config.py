@@ -34,6 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.eval_batch_size = 1000
   c.data.pp_train = ""
   c.data.pp_eval = ""
+  c.data.seq_len = 0  # language models: tokens per training example
   c.data.num_workers = 0
   c.data.prepare = True
 

@@ -65,6 +65,11 @@ def build(config, devices=None) -> Run:
       config, num_batch_shards=sharding.num_batch_shards(rules, mesh),
       process_count=jax.process_count())
   info = data.get_info(config.data)
+  for key, value in (("num_classes", info.num_classes),
+                     ("vocab_size", info.vocab_size)):
+    if value and key in config.model and config.model[key] != value:
+      raise ValueError(f"config.model.{key}={config.model[key]}, but"
+                       f" {info.name} has {value}.")
   model = models.get_model(config.model)
   task = tasks.get_task(config.task or info.task, model, info)
   num_steps = config_lib.num_train_steps(

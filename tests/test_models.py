@@ -42,7 +42,8 @@ def built(family):
 
 
 def test_importing_the_package_registers_every_family():
-  assert models.registered() == ["convnet", "linear", "mlp", "mnist1d_cnn", "mnist1d_gru"]
+  assert models.registered() == ["convnet", "linear", "mlp", "mnist1d_cnn", "mnist1d_gru",
+                                 "ngram_mlp"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -198,3 +199,18 @@ def test_overfits_64_random_examples(family):
   losses = train(params)
   assert losses[0] > 1.5  # chance level is ln 10 = 2.3
   assert losses[-1] < 0.05, f"final loss {losses[-1]:.3f}"
+
+
+def test_ngram_lm_is_causal_and_sees_exactly_its_context():
+  model = models.get_model(ml_collections.ConfigDict(
+      dict(name="ngram_mlp", vocab_size=65, context=3, embed_dim=8, hidden_size=32)))
+  tokens = jax.random.randint(jax.random.key(0), (2, 16), 0, 65)
+  variables = model.init(jax.random.key(1), tokens, train=False)
+  logits = model.apply(variables, tokens, train=False)
+  assert logits.shape == (2, 16, 65) and logits.dtype == jnp.float32
+  # 65 * 8 embeddings + (3 * 8 + 1) * 32 hidden + (32 + 1) * 65 output
+  assert sum(p.size for p in jax.tree.leaves(nn.unbox(variables))) == 520 + 800 + 2_145
+  changed = model.apply(variables, tokens.at[:, 8].set((tokens[:, 8] + 1) % 65), train=False)
+  differs = np.abs(np.asarray(changed - logits)).max(axis=(0, 2)) > 0
+  # Token 8 is in the context of positions 8, 9 and 10 only: none before, none after.
+  assert differs.tolist() == [t in (8, 9, 10) for t in range(16)]

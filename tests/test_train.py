@@ -174,3 +174,55 @@ def test_digits_convnet_reaches_97_percent(tfds_data_dir, tmp_path):
   summary = train.train_and_evaluate(config, str(tmp_path / "digits"))
   assert summary["num_params"] == 13_706
   assert summary["final"]["accuracy"] >= 0.97
+
+
+def test_language_model_task_on_tiny_shakespeare(tfds_data_dir, tmp_path):
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "shakespeare_char_ngram.py:tiny"))
+  config.data.data_dir = tfds_data_dir
+  config.train.progress = False
+  summary = train.train_and_evaluate(config, str(tmp_path / "lm"))
+  final = summary["final"]
+  assert summary["best"]["metric"] == "loss"
+  np.testing.assert_allclose(final["perplexity"], np.exp(final["loss"]),
+                             rtol=1e-5)
+  np.testing.assert_allclose(final["bits_per_token"],
+                             final["loss"] / np.log(2), rtol=1e-5)
+  losses = train_losses(tmp_path / "lm")
+  assert losses[0] > np.log(65) - 0.5 and losses[-1] < losses[0] - 0.5
+
+
+def test_model_vocab_must_match_the_dataset(tfds_data_dir, tmp_path):
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "shakespeare_char_ngram.py:tiny"))
+  config.data.data_dir = tfds_data_dir
+  config.model.vocab_size = 64
+  with pytest.raises(ValueError, match="config.model.vocab_size=64.* 65"):
+    train.build(config)
+
+
+@pytest.mark.parametrize("averaging", ["ema", "polyak"])
+def test_averaged_weights_are_used_for_evaluation_only(tfds_data_dir, tmp_path,
+                                                       averaging):
+  config = tiny_config(tfds_data_dir, num_steps=10, eval_every=10)
+  config.optimizer.averaging = averaging
+  config.optimizer.ema_decay = 0.5
+  workdir = str(tmp_path / averaging)
+  summary = train.train_and_evaluate(config, workdir)
+  run = train.build(config)
+  ckpt = checkpoint.Checkpointer(workdir)
+  abstract = checkpoint.abstract_with_shardings(
+      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  state = ckpt.restore(10, abstract)
+  ckpt.close()
+  differ = [not np.array_equal(a, b) for a, b in
+            zip(jax.tree.leaves(state.params), jax.tree.leaves(state.avg_params))]
+  assert all(differ)
+  eval_ds = train.data.eval_dataset(config.data, process_index=0,
+                                    process_count=1)
+  on_avg = train.evaluate(run, train.make_eval_step(run), state, eval_ds)
+  np.testing.assert_allclose(on_avg["loss"], summary["final"]["loss"],
+                             rtol=1e-5)
+  raw = train.evaluate(run, train.make_eval_step(run),
+                       state.replace(avg_params=state.params), eval_ds)
+  assert raw["loss"] != on_avg["loss"]
