@@ -17,7 +17,9 @@ import orbax.checkpoint as ocp
 
 class Checkpointer:
 
-  def __init__(self, workdir: str, *, keep: int = 2):
+  def __init__(self, workdir: str, *, keep: int = 2,
+               config_json: str | None = None):
+    self.config_json = config_json
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(
         self.directory,
@@ -39,6 +41,13 @@ class Checkpointer:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"]
+
+  def restore_latest(self, abstract_state, data_iterator=None):
+    """(state, step) of the newest checkpoint, or (None, None) if there is none."""
+    step = self.latest_step()
+    if step is None:
+      return None, None
+    return self.restore(step, abstract_state, data_iterator), step
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

@@ -158,12 +158,12 @@ def num_params(params) -> int:
 
 def restore_or_init(run: Run, ckpt: checkpoint.Checkpointer, data_iterator):
   """The newest checkpoint's state (and iterator position), or a fresh state."""
-  step = ckpt.latest_step()
-  if step is None:
-    return run.init_fn(run.config.train.seed), 0
   abstract = checkpoint.abstract_with_shardings(
       jax.eval_shape(run.init_fn, run.config.train.seed), run.state_shardings)
-  return ckpt.restore(step, abstract, data_iterator), step
+  state, step = ckpt.restore_latest(abstract, data_iterator)
+  if state is None:
+    return run.init_fn(run.config.train.seed), 0
+  return state, step
 
 
 def _better(value, best, mode):
@@ -215,7 +215,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   eval_ds = data.eval_dataset(config.data, process_index=jax.process_index(),
                               process_count=jax.process_count())
   train_iter = iter(train_ds)
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                 config_json=config_lib.to_json(config))
   state, start = restore_or_init(run, ckpt, train_iter)
   if lead:
     print(f"{config.model.name} on {run.info.name} | {jax.process_count()}"
