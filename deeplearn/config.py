@@ -7,9 +7,11 @@ line fails at once. `validate()` runs the checks that need the devices and
 the dataset, still before anything is compiled.
 """
 
+import difflib
 import importlib.util
 import json
 import os
+import tempfile
 
 import ml_collections
 from ml_collections import config_dict
@@ -71,10 +73,25 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 2
   c.train.progress = True
+  # A NaN / Inf in the loss, gradients or new parameters: "stop" (error naming
+  # the step and the leaf; nothing non-finite is saved) or "skip" the update,
+  # at most `max_nonfinite_skips` times in a row, then stop.
+  c.train.nonfinite = "stop"
+  c.train.max_nonfinite_skips = 3
 
   c.eval = ml_collections.ConfigDict()
   c.eval.best_metric = ""  # "" = the task's default (accuracy, or loss)
   return c
+
+
+def did_you_mean(name, choices) -> str:
+  """`"did you mean 'adam'? "` for the choice closest to `name`, else "".
+
+  The one spelling hint of every unknown-name error: models, fields,
+  datasets, optimizers, schedules, tasks, preprocessing ops, mesh axes.
+  """
+  close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+  return f"did you mean {close[0]!r}? " if close else ""
 
 
 def from_file(spec: str) -> ml_collections.ConfigDict:
@@ -109,18 +126,128 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
     if size <= 0 or size % num_batch_shards:
       raise ValueError(
           f"config.data.{key}={size} must be a positive multiple of the"
-          f" {num_batch_shards} batch shards of the mesh.")
+          f" {num_batch_shards} batch shards of the mesh (each device takes"
+          f" an equal part): use {_multiples_near(size, num_batch_shards)},"
+          " or split the batch over fewer devices (config.mesh,"
+          " config.sharding.rules).")
     if size % process_count:
       raise ValueError(
           f"config.data.{key}={size} must divide over {process_count}"
-          " processes.")
+          f" processes: use {_multiples_near(size, process_count)}.")
   for key in ("log_every", "eval_every", "checkpoint_every"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key}={config.train[key]} must be > 0.")
-  if config.optimizer.averaging not in ("none", "ema", "polyak"):
+  if config.train.nonfinite not in ("stop", "skip"):
+    raise ValueError(f"config.train.nonfinite={config.train.nonfinite!r}: use"
+                     " 'stop' or 'skip'.")
+  averaging = ("none", "ema", "polyak")
+  if config.optimizer.averaging not in averaging:
     raise ValueError(
-        f"config.optimizer.averaging={config.optimizer.averaging!r}: use"
-        " 'none', 'ema' or 'polyak'.")
+        f"config.optimizer.averaging={config.optimizer.averaging!r} is not a"
+        " weight averaging; "
+        f"{did_you_mean(config.optimizer.averaging, averaging)}use one of"
+        f" {list(averaging)}.")
+
+
+def _multiples_near(size: int, factor: int) -> str:
+  below = size // factor * factor
+  return " or ".join(str(s) for s in (below, below + factor) if s > 0)
+
+
+def check_workdir(path: str) -> None:
+  """Raises unless `path` is, or can be made, a writable directory.
+
+  Creates nothing, so a run that fails its checks leaves no workdir behind.
+  It writes (and at once drops) an unnamed temporary file rather than asking
+  os.access, which answers yes to root where a write would still fail.
+  """
+  if not path:
+    raise ValueError("--workdir is empty: name the run's directory.")
+  path = os.path.abspath(path)
+  existing = path
+  while not os.path.lexists(existing):  # the deepest part that exists
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    what = "a broken link" if os.path.islink(existing) else "not a directory"
+    raise ValueError(
+        f"--workdir {path!r} cannot be created: {existing!r} is {what}."
+        " Choose a --workdir that is, or is under, a directory.")
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise ValueError(
+        f"--workdir {path!r} is not writable: writing in {existing!r} failed"
+        f" ({e.strerror or e}). Choose a --workdir you can write to.") from e
+
+
+# Keys a resumed run may change: they change neither the model nor the
+# training data's order, so the resumed steps equal an uninterrupted run's.
+# The mesh and sharding rules may change too: checkpoints restore onto any
+# mesh, and a global batch holds the same examples on any number of devices.
+RESUME_SAFE = (
+    "train.num_steps", "train.num_epochs", "train.log_every",
+    "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.progress", "train.nonfinite", "train.max_nonfinite_skips",
+    "data.data_dir", "data.num_workers", "data.eval_batch_size",
+    "data.eval_split", "data.prepare", "eval", "mesh", "sharding")
+# The run's length, which a schedule with decay_steps=0 decays over.
+_RUN_LENGTH = ("train.num_steps", "train.num_epochs")
+_ABSENT = object()  # a key on one side only
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      flat.update(_flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = _tuples(value)  # JSON gives lists for tuples
+  return flat
+
+
+def _shown(value) -> str:
+  return "<absent>" if value is _ABSENT else repr(value)
+
+
+def resume_differences(stored, new) -> tuple[list[str], list[str]]:
+  """(unsafe, safe) differences between a workdir's config and a new one.
+
+  Each is `"config.optimizer.learning_rate: 0.01 -> 0.05"`, sorted by key; a
+  key on one side only shows `<absent>` on the other. Unsafe ones change the
+  model, the data or the optimisation: the run would not be the stored one
+  continued. Keys not in RESUME_SAFE are unsafe, new ones included.
+  """
+  old, cur = _flatten(stored.to_dict()), _flatten(new.to_dict())
+  schedule = cur.get("schedule.name", "constant")
+  spans_run = schedule != "constant" and not cur.get("schedule.decay_steps")
+  unsafe, safe = [], []
+  for key in sorted(old.keys() | cur.keys()):
+    before, after = old.get(key, _ABSENT), cur.get(key, _ABSENT)
+    if before == after:
+      continue
+    line = f"config.{key}: {_shown(before)} -> {_shown(after)}"
+    if key in _RUN_LENGTH and spans_run:
+      unsafe.append(
+          f"{line} (the {schedule} schedule decays over the whole run, as"
+          " config.schedule.decay_steps=0: the learning rates would change)")
+    elif any(key == s or key.startswith(s + ".") for s in RESUME_SAFE):
+      safe.append(line)
+    else:
+      unsafe.append(line)
+  return unsafe, safe
+
+
+def check_resume(stored, new) -> list[str]:
+  """Raises listing every unsafe difference; returns the safe ones."""
+  unsafe, safe = resume_differences(stored, new)
+  if unsafe:
+    raise ValueError(
+        "The config changes the model, the data or the optimisation of the"
+        " run stored in this workdir:\n  " + "\n  ".join(unsafe) +
+        "\nTo start a new run, use a new --workdir; to resume this one,"
+        " restore the stored values (the workdir's config.json).")
+  return safe
 
 
 def to_json(config) -> str:

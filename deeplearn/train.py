@@ -26,7 +26,7 @@ import optax
 import tqdm
 
 from deeplearn import checkpoint, config as config_lib, data, metrics, models
-from deeplearn import optim, tasks
+from deeplearn import optim, preemption, tasks
 from deeplearn.parallel import mesh as mesh_lib, sharding
 
 
@@ -38,6 +38,11 @@ class TrainState:
   model_state: Any  # non-trainable collections, e.g. batch_stats
   rng: jax.Array
   avg_params: Any  # EMA / Polyak weights for evaluation, or None
+  nonfinite_streak: jax.Array  # non-finite updates skipped in a row
+
+
+class NonFiniteError(FloatingPointError):
+  """A NaN or Inf in the loss, gradients or parameters; the step is named."""
 
 
 @dataclasses.dataclass
@@ -86,7 +91,8 @@ def build(config, devices=None) -> Run:
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         opt_state=tx.init(params), model_state=variables, rng=train_rng,
-        avg_params=params if averaging else None)
+        avg_params=params if averaging else None,
+        nonfinite_streak=jnp.zeros((), jnp.int32))
 
   abstract = jax.eval_shape(init_boxed, config.train.seed)
   state_shardings = sharding.state_shardings(abstract, rules, mesh)
@@ -100,7 +106,17 @@ def build(config, devices=None) -> Run:
 
 
 def make_train_step(run: Run):
+  """The jitted step: (state, batch) -> (state, metrics, health).
+
+  `health` says whether the loss, gradients and new parameters are finite
+  and, if not, the index of the first non-finite leaf (see
+  `nonfinite_leaf_names`). Under `train.nonfinite = "skip"` a non-finite
+  update is dropped whole: parameters, optimizer state, batch statistics and
+  averaged weights all keep their old values. (optax.apply_if_finite guards
+  only the optimizer update, not batch statistics or averaged weights.)
+  """
   task, tx, opt_cfg = run.task, run.tx, run.config.optimizer
+  skip = run.config.train.nonfinite == "skip"
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -113,19 +129,60 @@ def make_train_step(run: Run):
     if avg_params is not None:
       avg_params = optax.incremental_update(
           params, avg_params, optim.average_step_size(opt_cfg, state.step))
+    finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(
+        {"loss": loss, "grads": grads, "params": params})])
+    ok = jnp.all(finite)
+    new_state = state.replace(params=params, opt_state=opt_state,
+                              model_state=model_state, avg_params=avg_params)
+    if skip:
+      new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                               new_state, state)
+    new_state = new_state.replace(
+        step=state.step + 1,
+        nonfinite_streak=jnp.where(ok, 0, state.nonfinite_streak + 1))
     step_metrics = {**task.finalize(sums), "loss": loss,
                     "grad_norm": optax.tree.norm(grads),
                     "learning_rate": run.schedule(state.step)}
-    new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state, model_state=model_state,
-                              avg_params=avg_params)
-    return new_state, step_metrics
+    health = {"finite": ok, "first_nonfinite": jnp.argmin(finite),
+              "streak": new_state.nonfinite_streak}
+    return new_state, step_metrics, health
 
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
   return jax.jit(train_step,
                  in_shardings=(run.state_shardings, run.batch_sharding),
-                 out_shardings=(run.state_shardings, replicated),
+                 out_shardings=(run.state_shardings, replicated, replicated),
                  donate_argnums=0)
+
+
+def nonfinite_leaf_names(run: Run) -> list[str]:
+  """Names of the leaves `health["first_nonfinite"]` indexes into."""
+  params = jax.eval_shape(run.init_fn, run.config.train.seed).params
+  tree = {"loss": 0.0, "grads": params, "params": params}
+  return [jax.tree_util.keystr(path, simple=True, separator="/")
+          for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def check_health(run: Run, healths, first_step: int, names, log) -> None:
+  """Raises NonFiniteError at the first step the policy does not allow."""
+  cfg = run.config.train
+  for i, health in enumerate(healths):
+    if health["finite"]:
+      continue
+    step = first_step + i
+    leaf = names[int(health["first_nonfinite"])]
+    streak = int(health["streak"])
+    if cfg.nonfinite == "skip" and streak <= cfg.max_nonfinite_skips:
+      log(f"step {step}: non-finite {leaf}; update skipped ({streak} in a"
+          f" row, at most {cfg.max_nonfinite_skips})")
+      continue
+    why = (f"{streak} non-finite updates in a row, more than"
+           f" config.train.max_nonfinite_skips={cfg.max_nonfinite_skips}"
+           if cfg.nonfinite == "skip" else "config.train.nonfinite='stop'")
+    raise NonFiniteError(
+        f"Non-finite value at step {step}: first in {leaf!r} ({why}). The"
+        " newest checkpoint was written before it and is left untouched; lower"
+        " the learning rate, clip gradients (config.optimizer.grad_clip_norm),"
+        " or set config.train.nonfinite='skip'.")
 
 
 def make_eval_step(run: Run):
@@ -235,42 +292,68 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   writer.truncate_after(start)
   train_step = make_train_step(run)
   eval_step = make_eval_step(run)
+  leaf_names = nonfinite_leaf_names(run)
+  watcher = preemption.Watcher()
   cfg = config.train
   bar = tqdm.tqdm(total=run.num_steps, initial=start, desc="train",
                   unit="step", disable=not (cfg.progress and lead),
                   file=sys.stdout, dynamic_ncols=True, mininterval=0.5)
-  pending = []  # per-step metrics, still on device
+  pending, healths = [], []  # per-step values, still on device
+  health_from = start + 1  # the step of healths[0]
   train_s, steps_timed = 0.0, 0
   t_interval = time.time()
-  step = start
-  for step in range(start + 1, run.num_steps + 1):
-    batch = sharding.global_batch(next(train_iter), run.batch_sharding)
-    state, step_metrics = train_step(state, batch)
-    pending.append(step_metrics)
-    bar.update(1)
-    if step % cfg.log_every == 0 or step == run.num_steps:
-      fetched = jax.device_get(pending)  # the only sync in the interval
-      if step > start + len(pending):  # first interval includes compilation
-        train_s += time.time() - t_interval
-        steps_timed += len(pending)
-      means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-      writer.write(step, "train", means)
-      bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
-      pending = []
-    if step % cfg.eval_every == 0 or step == run.num_steps:
-      eval_metrics = evaluate(run, eval_step, state, eval_ds)
-      writer.write(step, "eval", eval_metrics)
-      if lead:
-        bar.write(f"eval   step {step}: " + " ".join(
-            f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
-    if step % cfg.checkpoint_every == 0 or step == run.num_steps:
-      ckpt.save(step, state, train_iter)
-    if step % cfg.log_every == 0:
-      t_interval = time.time()
-  bar.close()
-  ckpt.wait()
-  ckpt.close()
-  writer.close()
+  step, preempted = start, False
+  try:
+    for step in range(start + 1, run.num_steps + 1):
+      batch = sharding.global_batch(next(train_iter), run.batch_sharding)
+      state, step_metrics, health = train_step(state, batch)
+      pending.append(step_metrics)
+      healths.append(health)
+      bar.update(1)
+      preempted = watcher.reached(step)
+      last = step == run.num_steps
+      log_now = step % cfg.log_every == 0 or last
+      eval_now = (step % cfg.eval_every == 0 or last) and not preempted
+      save_now = step % cfg.checkpoint_every == 0 or last or preempted
+      if log_now or eval_now or save_now:
+        # Nothing is logged, evaluated or saved before the steps since the
+        # last check are known to be finite: one small fetch, no other sync.
+        check_health(run, jax.device_get(healths), health_from, leaf_names,
+                     bar.write)
+        healths, health_from = [], step + 1
+      if log_now:
+        fetched = jax.device_get(pending)
+        if step > start + len(pending):  # the first interval compiles
+          train_s += time.time() - t_interval
+          steps_timed += len(pending)
+        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+        writer.write(step, "train", means)
+        bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+        pending = []
+      if eval_now:
+        eval_metrics = evaluate(run, eval_step, state, eval_ds)
+        writer.write(step, "eval", eval_metrics)
+        if lead:
+          bar.write(f"eval   step {step}: " + " ".join(
+              f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
+      if save_now:
+        ckpt.save(step, state, train_iter)
+      if preempted and not last:
+        break
+      if log_now:
+        t_interval = time.time()
+  finally:
+    watcher.close()
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+
+  if preempted and step < run.num_steps:
+    if lead:
+      print(f"preempted: saved a checkpoint at step {step} of"
+            f" {run.num_steps}; run the same command to resume.", flush=True)
+    return {"preempted": True, "step": step}
 
   examples_per_s = (steps_timed * config.data.batch_size / train_s
                     if train_s > 0 else None)
@@ -301,12 +384,25 @@ def main():
   workdir_flag = flags.DEFINE_string(
       "workdir", None, "Where checkpoints, metrics and summary.json go;"
       " re-use it to resume.")
+  coordinator = flags.DEFINE_string(
+      "coordinator_address", None, "host:port of process 0, for a"
+      " multi-process run started by hand (jax.distributed).")
+  num_processes = flags.DEFINE_integer("num_processes", 1, "Processes in the"
+                                       " run (with --coordinator_address).")
+  process_id = flags.DEFINE_integer("process_id", 0, "This process's index.")
+  heartbeat = flags.DEFINE_integer(
+      "heartbeat_timeout_s", 100, "A process that has not heard from a peer"
+      " for this long stops with an error instead of hanging.")
   flags.mark_flags_as_required(["config", "workdir"])
   jax.config.config_with_absl()
 
   def run(argv):
     del argv
     quiet_library_logs()
+    if coordinator.value:
+      jax.distributed.initialize(
+          coordinator.value, num_processes.value, process_id.value,
+          heartbeat_timeout_seconds=heartbeat.value)
     train_and_evaluate(config_flag.value, workdir_flag.value)
 
   app.run(run)
