@@ -129,8 +129,8 @@ def make_train_step(run: Run):
     if avg_params is not None:
       avg_params = optax.incremental_update(
           params, avg_params, optim.average_step_size(opt_cfg, state.step))
-    finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(
-        {"loss": loss, "grads": grads, "params": params})])
+    finite = jnp.stack([jnp.all(jnp.isfinite(x))
+                        for x in jax.tree.leaves((loss, grads, params))])
     ok = jnp.all(finite)
     new_state = state.replace(params=params, opt_state=opt_state,
                               model_state=model_state, avg_params=avg_params)
@@ -157,9 +157,10 @@ def make_train_step(run: Run):
 def nonfinite_leaf_names(run: Run) -> list[str]:
   """Names of the leaves `health["first_nonfinite"]` indexes into."""
   params = jax.eval_shape(run.init_fn, run.config.train.seed).params
-  tree = {"loss": 0.0, "grads": params, "params": params}
-  return [jax.tree_util.keystr(path, simple=True, separator="/")
-          for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  paths = [jax.tree_util.keystr(path, simple=True, separator="/")
+           for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  return (["loss"] + [f"grads/{p}" for p in paths]
+          + [f"params/{p}" for p in paths])
 
 
 def check_health(run: Run, healths, first_step: int, names, log) -> None:
