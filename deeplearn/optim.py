@@ -11,10 +11,19 @@ updated with `optax.incremental_update`; see `average_step_size`.
 import jax.numpy as jnp
 import optax
 
+from deeplearn.config import did_you_mean
+
+OPTIMIZERS = ("sgd", "adagrad", "adam", "adamw")
+SCHEDULES = ("constant", "exponential", "step", "cosine")
+
 
 def make_schedule(sched_cfg, learning_rate: float,
                   total_steps: int) -> optax.Schedule:
   name = sched_cfg.name
+  if name not in SCHEDULES:
+    raise ValueError(f"config.schedule.name={name!r} is not a schedule; "
+                     f"{did_you_mean(name, SCHEDULES)}use one of"
+                     f" {list(SCHEDULES)}.")
   warmup = int(sched_cfg.warmup_steps)
   if warmup >= total_steps > 0:
     raise ValueError(f"config.schedule.warmup_steps={warmup} must be smaller"
@@ -28,12 +37,9 @@ def make_schedule(sched_cfg, learning_rate: float,
   elif name == "step":
     main = optax.exponential_decay(learning_rate, decay_steps,
                                    sched_cfg.decay_rate, staircase=True)
-  elif name == "cosine":
+  else:  # cosine
     main = optax.cosine_decay_schedule(learning_rate, decay_steps,
                                        alpha=sched_cfg.end_factor)
-  else:
-    raise ValueError(f"config.schedule.name={name!r}: use constant,"
-                     " exponential, step or cosine.")
   if not warmup:
     return main
   ramp = optax.linear_schedule(0.0, learning_rate, warmup)
@@ -42,6 +48,10 @@ def make_schedule(sched_cfg, learning_rate: float,
 
 def make_optimizer(opt_cfg, schedule: optax.Schedule):
   name = opt_cfg.name
+  if name not in OPTIMIZERS:
+    raise ValueError(f"config.optimizer.name={name!r} is not an optimizer; "
+                     f"{did_you_mean(name, OPTIMIZERS)}use one of"
+                     f" {list(OPTIMIZERS)}.")
   if name == "sgd":
     core = optax.sgd(schedule, momentum=opt_cfg.momentum or None,
                      nesterov=opt_cfg.nesterov)
@@ -49,12 +59,9 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule):
     core = optax.adagrad(schedule, eps=opt_cfg.eps)
   elif name == "adam":
     core = optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
-  elif name == "adamw":
+  else:  # adamw
     core = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
                        weight_decay=opt_cfg.weight_decay)
-  else:
-    raise ValueError(f"config.optimizer.name={name!r}: use sgd, adagrad, adam"
-                     " or adamw.")
   if opt_cfg.weight_decay and name != "adamw":
     raise ValueError(
         f"config.optimizer.weight_decay is decoupled decay for adamw; for"

@@ -21,6 +21,7 @@ import grain
 import numpy as np
 import tensorflow_datasets as tfds
 
+from deeplearn.config import did_you_mean
 from deeplearn.data import preprocess
 from deeplearn.data.builders import BUILDERS
 
@@ -217,8 +218,13 @@ def _builder(name, data_dir, prepare):
     try:
       return tfds.builder(name, data_dir=data_dir, file_format="array_record")
     except tfds.core.registered.DatasetNotFoundError as e:
+      # Suggestions search the catalog too; the message lists only ours, the catalog is long.
+      catalog = tfds.list_builders(with_community_datasets=False)
+      base = name.split("/")[0].split(":")[0]  # "mnist/3.0.1" -> "mnist"
       raise ValueError(f"config.data.dataset={name!r} is neither one of deeplearn's datasets "
-                       f"({', '.join(BUILDERS)}) nor in the TFDS catalog") from e
+                       f"nor in the TFDS catalog; {did_you_mean(base, [*BUILDERS, *catalog])}"
+                       f"deeplearn's: {', '.join(BUILDERS)}; the catalog: "
+                       "tfds.list_builders()") from e
 
   builder = make()
   if not builder.is_prepared():
@@ -255,7 +261,8 @@ def _checked_source(builder, split, key):
   try:
     return _source(builder, split)
   except ValueError as e:
-    raise ValueError(f"{key}={split!r}: {e}") from e
+    base = split.split("[")[0]  # "train[:80%]" -> "train"
+    raise ValueError(f"{key}={split!r}: {did_you_mean(base, builder.info.splits)}{e}") from e
 
 
 @functools.lru_cache(maxsize=None)

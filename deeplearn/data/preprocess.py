@@ -15,6 +15,8 @@ from typing import Callable
 
 import numpy as np
 
+from deeplearn.config import did_you_mean
+
 Batch = dict[str, np.ndarray]
 
 
@@ -47,8 +49,8 @@ def parse(spec: str) -> list[tuple[str, tuple]]:
     name, _, rest = part.partition("(")
     name = name.strip()
     if name not in OPS:
-      raise ValueError(f"unknown preprocessing op {name!r} in {spec!r}; known ops: "
-                       f"{', '.join(sorted(OPS))}")
+      raise ValueError(f"unknown preprocessing op {name!r} in {spec!r}; "
+                       f"{did_you_mean(name, OPS)}known ops: {', '.join(sorted(OPS))}")
     args = ()
     if rest:
       if not rest.endswith(")"):

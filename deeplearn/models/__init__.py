@@ -10,6 +10,8 @@ import dataclasses
 
 import flax.linen as nn
 
+from deeplearn.config import did_you_mean
+
 _REGISTRY: dict[str, type[nn.Module]] = {}
 
 # Fields every linen Module has that a config must not set: `name` is taken by the
@@ -49,14 +51,15 @@ def get_model(model_cfg) -> nn.Module:
   name = cfg.pop("name", None)
   if name not in _REGISTRY:
     raise ValueError(
-        f"config.model.name={name!r} is not a registered model; choose one of {registered()}")
+        f"config.model.name={name!r} is not a registered model; "
+        f"{did_you_mean(name, registered())}Registered: {registered()}")
   cls = _REGISTRY[name]
   valid = fields(cls)
   for key, value in cfg.items():
     if key not in valid:
       raise ValueError(
           f"config.model.{key} is not a field of model {name!r} ({cls.__name__}); "
-          f"valid fields: {valid}")
+          f"{did_you_mean(key, valid)}Fields: {valid}")
     if isinstance(value, list):
       cfg[key] = tuple(value)
   return cls(**cfg)

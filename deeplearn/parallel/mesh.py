@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from deeplearn.config import did_you_mean
+
 AXES = ("data", "fsdp", "stage", "expert", "model")
 
 
@@ -22,12 +24,14 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
   unknown = sorted(set(mesh_cfg) - set(AXES))
   if unknown:
     raise ValueError(
-        f"config.mesh has unknown axes {unknown}; valid axes are {list(AXES)}.")
+        f"config.mesh has unknown axes {unknown}; "
+        f"{did_you_mean(unknown[0], AXES)}valid axes are {list(AXES)}.")
   sizes = {name: int(mesh_cfg[name]) for name in AXES if name in mesh_cfg}
   free = [name for name, size in sizes.items() if size == -1]
   if len(free) > 1:
     raise ValueError(
-        f"config.mesh: only one axis may be -1 (the rest), got {free}.")
+        f"config.mesh: only one axis may be -1 (the rest), got {free}; give"
+        " the others sizes.")
   for name, size in sizes.items():
     if size == 0 or size < -1:
       raise ValueError(f"config.mesh.{name}={size}: sizes are positive or -1.")
@@ -35,14 +39,16 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
   if free:
     if num_devices % fixed:
       raise ValueError(
-          f"config.mesh: the fixed axes {sizes} use {fixed} devices, which does"
-          f" not divide the {num_devices} devices present.")
+          f"config.mesh {sizes}: the fixed axes use {fixed} devices, which does"
+          f" not divide the {num_devices} devices present; make their product"
+          f" a divisor of {num_devices}.")
     sizes[free[0]] = num_devices // fixed
   elif fixed != num_devices:
     # jax.make_mesh would silently use a subset of the devices: refuse.
     raise ValueError(
         f"config.mesh {sizes} uses {fixed} devices but {num_devices} are"
-        " present; set one axis to -1 to take the rest.")
+        f" present; make the sizes multiply to {num_devices}, or set one axis"
+        " to -1 to take the rest (e.g. --config.mesh.data=-1).")
   if not sizes:
     sizes = {"data": num_devices}
   return {name: sizes.get(name, 1) for name in AXES}

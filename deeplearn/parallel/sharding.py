@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from deeplearn.config import did_you_mean
+
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
 
@@ -35,7 +37,8 @@ def check_rules(rules: Rules, mesh: Mesh) -> None:
       if axis not in mesh.axis_names:
         raise ValueError(
             f"config.sharding.rules maps {name!r} to mesh axis {axis!r}, which"
-            f" is not in the mesh {tuple(mesh.axis_names)}.")
+            f" is not in the mesh; {did_you_mean(axis, mesh.axis_names)}"
+            f"mesh axes: {tuple(mesh.axis_names)}.")
 
 
 def batch_axes(rules: Rules, mesh: Mesh) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ Metric sums always include `count`, the number of examples (or tokens) they
 add up, so sums from many batches and devices combine exactly.
 """
 
+from deeplearn.config import did_you_mean
 from deeplearn.tasks.classification import Classification
 from deeplearn.tasks.language_model import LanguageModel
 
@@ -21,5 +22,7 @@ TASKS = {"classification": Classification, "language_model": LanguageModel}
 
 def get_task(name: str, model, info):
   if name not in TASKS:
-    raise ValueError(f"config.task={name!r}: use one of {sorted(TASKS)}.")
+    raise ValueError(f"config.task={name!r} is not a task; "
+                     f"{did_you_mean(name, TASKS)}use one of {sorted(TASKS)},"
+                     " or '' for the dataset's own.")
   return TASKS[name](model, info)
