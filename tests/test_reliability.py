@@ -1,5 +1,6 @@
 """Runs that survive: SIGKILL, SIGTERM, non-finite values, dead peers."""
 
+import json
 import os
 import random
 import signal
@@ -234,7 +235,9 @@ def test_sigterm_in_two_processes_saves_the_same_step(dropout_experiment,
   assert (workdir / "checkpoints" / str(step)).is_dir()
   # Both processes wrote their data-iterator state for that same step.
   data_dir = workdir / "checkpoints" / str(step) / "data"
-  assert len(os.listdir(data_dir)) == 2, os.listdir(data_dir)
+  states = [json.loads((data_dir / f"process_{i}-of-2.json").read_text())
+            for i in range(2)]
+  assert states[0] == states[1], states  # each consumed `step` batches
 
 
 def test_a_dead_peer_makes_the_other_process_exit_with_an_error(
