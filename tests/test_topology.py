@@ -1,0 +1,94 @@
+"""A checkpoint restores onto a different number of devices and training goes
+on as if the run had never moved: 8 -> 4, 8 -> 1 and 1 -> 8 devices.
+
+The global batch is the same examples on any mesh (`mesh.data = -1` splits
+it over the devices present), so only the order of floating-point sums may
+differ from an uninterrupted 8-device run.
+"""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from deeplearn import checkpoint, config as config_lib, metrics, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 20
+RTOL = 1e-5
+
+
+def tiny_config(data_dir, num_steps):
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny"))
+  config.data.data_dir = data_dir
+  config.train.update(num_steps=num_steps, log_every=1, eval_every=STEPS,
+                      checkpoint_every=STEPS // 2, progress=False)
+  return config
+
+
+def train_losses(workdir):
+  records = metrics.read_records(os.path.join(workdir, "metrics.jsonl"),
+                                 "train")
+  return [r["step"] for r in records], np.array([r["loss"] for r in records])
+
+
+def final_state(workdir, config, num_devices):
+  """The newest checkpoint restored onto a mesh of `num_devices`."""
+  run = train.build(config, devices=jax.devices()[:num_devices])
+  ckpt = checkpoint.Checkpointer(workdir)
+  abstract = checkpoint.abstract_with_shardings(
+      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  state = ckpt.restore(ckpt.latest_step(), abstract)
+  ckpt.close()
+  return state
+
+
+def devices(k):
+  return jax.devices()[:k]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tfds_data_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("topology") / "eight")
+  config = tiny_config(tfds_data_dir, STEPS)
+  train.train_and_evaluate(config, workdir, devices=devices(8))
+  return workdir, config
+
+
+@pytest.fixture(scope="module")
+def halfway(tfds_data_dir, tmp_path_factory):
+  """Workdirs that stopped at STEPS // 2, by the devices they ran on."""
+  root = tmp_path_factory.mktemp("halfway")
+  config = tiny_config(tfds_data_dir, STEPS // 2)
+  workdirs = {}
+  for k in (8, 1):
+    workdirs[k] = str(root / str(k))
+    train.train_and_evaluate(config, workdirs[k], devices=devices(k))
+  return workdirs
+
+
+@pytest.mark.parametrize("before,after", [(8, 4), (8, 1), (1, 8)])
+def test_resuming_on_another_number_of_devices_continues_the_run(
+    uninterrupted, halfway, tmp_path, before, after):
+  reference, config = uninterrupted
+  workdir = str(tmp_path / f"{before}_to_{after}")
+  shutil.copytree(halfway[before], workdir)
+  summary = train.train_and_evaluate(config, workdir, devices=devices(after))
+  assert summary["resumed_from"] == STEPS // 2
+  assert summary["devices"] == after and summary["mesh"]["data"] == after
+
+  steps, losses = train_losses(workdir)
+  ref_steps, ref_losses = train_losses(reference)
+  assert steps == ref_steps == list(range(1, STEPS + 1))
+  np.testing.assert_allclose(losses, ref_losses, rtol=RTOL)
+
+  moved = final_state(workdir, config, after)
+  assert int(moved.step) == STEPS
+  assert moved.params["Dense_0"]["kernel"].sharding.mesh.size == after
+  ref = final_state(reference, config, 8)
+  for a, b in zip(jax.tree.leaves(jax.device_get(moved)),
+                  jax.tree.leaves(jax.device_get(ref))):
+    np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-7)
