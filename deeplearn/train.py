@@ -259,12 +259,21 @@ def summary_line(summary: dict, path: str) -> str:
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the summary."""
   t_start = time.time()
+  config_lib.check_workdir(workdir)
   run = build(config, devices)
   lead = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   summary_path = os.path.join(workdir, "summary.json")
+  config_path = os.path.join(workdir, "config.json")
+  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                 config_json=config_lib.to_json(config))
+  if ckpt.latest_step() is not None and os.path.exists(config_path):
+    with open(config_path) as f:
+      changed = config_lib.check_resume(config_lib.from_json(f.read()), config)
+    if changed and lead:
+      print("resuming with changed settings: " + "; ".join(changed), flush=True)
   if lead:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with open(config_path, "w") as f:
       f.write(config_lib.to_json(config))
 
   train_ds = data.train_dataset(config.data, seed=config.train.seed,
@@ -273,8 +282,6 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   eval_ds = data.eval_dataset(config.data, process_index=jax.process_index(),
                               process_count=jax.process_count())
   train_iter = iter(train_ds)
-  ckpt = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints,
-                                 config_json=config_lib.to_json(config))
   state, start = restore_or_init(run, ckpt, train_iter)
   if lead:
     print(f"{config.model.name} on {run.info.name} | {jax.process_count()}"

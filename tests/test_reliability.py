@@ -168,9 +168,9 @@ def nan_config(tfds_data_dir, policy, **train_overrides):
   config = config_lib.from_file(
       os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny"))
   config.data.data_dir = tfds_data_dir
-  config.train.update(num_steps=20, log_every=10, eval_every=20,
-                      checkpoint_every=5, progress=False, nonfinite=policy,
-                      **train_overrides)
+  config.train.update({"num_steps": 20, "log_every": 10, "eval_every": 20,
+                       "checkpoint_every": 5, "progress": False,
+                       "nonfinite": policy, **train_overrides})
   return config
 
 
@@ -255,3 +255,26 @@ def test_a_dead_peer_makes_the_other_process_exit_with_an_error(
     pytest.fail("the surviving process hung after its peer died")
   assert procs[0].returncode != 0
   assert time.time() - t0 < 90
+
+
+def test_resume_refuses_a_config_that_changes_the_model(tfds_data_dir,
+                                                        tmp_path):
+  config = nan_config(tfds_data_dir, "stop", num_steps=5)
+  workdir = str(tmp_path / "changed")
+  train.train_and_evaluate(config, workdir)
+  config.optimizer.learning_rate = 0.05
+  config.train.num_steps = 10  # safe: allowed, and reported
+  with pytest.raises(ValueError, match=r"optimizer.learning_rate: 0.01 -> 0.05"):
+    train.train_and_evaluate(config, workdir)
+  config.optimizer.learning_rate = 0.01
+  summary = train.train_and_evaluate(config, workdir)
+  assert summary["resumed_from"] == 5 and summary["final"]["step"] == 10
+
+
+def test_unwritable_workdir_fails_before_building_anything(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  config = nan_config(str(tmp_path / "tfds_never"), "stop")
+  with pytest.raises(ValueError, match="cannot be created"):
+    train.train_and_evaluate(config, str(blocker / "run"))
+  assert not (tmp_path / "tfds_never").exists()
