@@ -73,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 2
   c.train.progress = True
+  c.train.grad_accum_steps = 1  # micro-batches per step (same global batch)
   # A NaN / Inf in the loss, gradients or new parameters: "stop" (error naming
   # the step and the leaf; nothing non-finite is saved) or "skip" the update,
   # at most `max_nonfinite_skips` times in a row, then stop.
@@ -137,6 +138,13 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
   for key in ("log_every", "eval_every", "checkpoint_every"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key}={config.train[key]} must be > 0.")
+  k = config.train.grad_accum_steps
+  if k < 1 or config.data.batch_size % (k * num_batch_shards):
+    raise ValueError(
+        f"config.train.grad_accum_steps={k}: the global batch"
+        f" (config.data.batch_size={config.data.batch_size}) must divide into"
+        f" {k} micro-batches, each a multiple of the {num_batch_shards} batch"
+        " shards.")
   if config.train.nonfinite not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite={config.train.nonfinite!r}: use"
                      " 'stop' or 'skip'.")

@@ -105,8 +105,46 @@ def build(config, devices=None) -> Run:
              init_fn=init_fn)
 
 
-def make_train_step(run: Run):
-  """The jitted step: (state, batch) -> (state, metrics, health).
+def compute_grads(run: Run, params, model_state, batch, rng):
+  """Loss, metric sums, new model state and gradients of one (global) batch.
+
+  With `train.grad_accum_steps = k` the batch is cut into k micro-batches
+  that run one after another under `lax.scan` (activation memory of one
+  micro-batch); gradients and sums are averaged / added. Micro-batch i takes
+  every k-th example, so each one stays spread over all data-parallel devices.
+  Batch statistics (batch norm) are then per micro-batch.
+  """
+  grad_fn = jax.value_and_grad(run.task.loss, has_aux=True)
+  k = run.config.train.grad_accum_steps
+  if k == 1:
+    (loss, (sums, model_state)), grads = grad_fn(params, model_state, batch, rng)
+    return loss, sums, model_state, grads
+  micro = jax.tree.map(
+      lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1),
+      batch)  # [k, batch / k, ...]
+
+  def one(carry, xs):
+    grads_sum, sums_sum, model_state = carry
+    micro_batch, i = xs
+    (_, (sums, model_state)), grads = grad_fn(
+        params, model_state, micro_batch, jax.random.fold_in(rng, i))
+    add = lambda a, b: jax.tree.map(jnp.add, a, b)
+    return (add(grads_sum, grads), add(sums_sum, sums), model_state), None
+
+  sums_shape = jax.eval_shape(  # the metric sums' structure, for the carry
+      lambda mb: run.task.loss(params, model_state, mb, rng)[1][0],
+      jax.tree.map(lambda x: x[0], micro))
+  zeros = lambda tree: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
+  (grads, sums, model_state), _ = jax.lax.scan(
+      one, (zeros(params), zeros(sums_shape), model_state),
+      (micro, jnp.arange(k)))
+  grads = jax.tree.map(lambda g: g / k, grads)
+  return sums["loss"] / sums["count"], sums, model_state, grads
+
+
+def apply_gradients(run: Run, state: TrainState, loss, sums, model_state,
+                    grads):
+  """The update shared by every form of the step: -> (state, metrics, health).
 
   `health` says whether the loss, gradients and new parameters are finite
   and, if not, the index of the first non-finite leaf (see
@@ -115,37 +153,46 @@ def make_train_step(run: Run):
   averaged weights all keep their old values. (optax.apply_if_finite guards
   only the optimizer update, not batch statistics or averaged weights.)
   """
-  task, tx, opt_cfg = run.task, run.tx, run.config.optimizer
-  skip = run.config.train.nonfinite == "skip"
+  updates, opt_state = run.tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  avg_params = state.avg_params
+  if avg_params is not None:
+    avg_params = optax.incremental_update(
+        params, avg_params,
+        optim.average_step_size(run.config.optimizer, state.step))
+  finite = jnp.stack([jnp.all(jnp.isfinite(x))
+                      for x in jax.tree.leaves((loss, grads, params))])
+  ok = jnp.all(finite)
+  new_state = state.replace(params=params, opt_state=opt_state,
+                            model_state=model_state, avg_params=avg_params)
+  if run.config.train.nonfinite == "skip":
+    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                             new_state, state)
+  new_state = new_state.replace(
+      step=state.step + 1,
+      nonfinite_streak=jnp.where(ok, 0, state.nonfinite_streak + 1))
+  step_metrics = {**run.task.finalize(sums), "loss": loss,
+                  "grad_norm": optax.tree.norm(grads),
+                  "learning_rate": run.schedule(state.step)}
+  health = {"finite": ok, "first_nonfinite": jnp.argmin(finite),
+            "streak": new_state.nonfinite_streak}
+  return new_state, step_metrics, health
+
+
+def make_train_step(run: Run):
+  """The jitted step: (state, batch) -> (state, metrics, health).
+
+  The automatic form of data parallelism: the batch arrives sharded over the
+  mesh's batch axes and XLA inserts the gradient all-reduce. Activations are
+  constrained by the logical axis rules (models name them).
+  """
 
   def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-    (loss, (sums, model_state)), grads = grad_fn(
-        state.params, state.model_state, batch, rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    avg_params = state.avg_params
-    if avg_params is not None:
-      avg_params = optax.incremental_update(
-          params, avg_params, optim.average_step_size(opt_cfg, state.step))
-    finite = jnp.stack([jnp.all(jnp.isfinite(x))
-                        for x in jax.tree.leaves((loss, grads, params))])
-    ok = jnp.all(finite)
-    new_state = state.replace(params=params, opt_state=opt_state,
-                              model_state=model_state, avg_params=avg_params)
-    if skip:
-      new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
-                               new_state, state)
-    new_state = new_state.replace(
-        step=state.step + 1,
-        nonfinite_streak=jnp.where(ok, 0, state.nonfinite_streak + 1))
-    step_metrics = {**task.finalize(sums), "loss": loss,
-                    "grad_norm": optax.tree.norm(grads),
-                    "learning_rate": run.schedule(state.step)}
-    health = {"finite": ok, "first_nonfinite": jnp.argmin(finite),
-              "streak": new_state.nonfinite_streak}
-    return new_state, step_metrics, health
+    with nn.logical_axis_rules(run.rules):
+      rng = jax.random.fold_in(state.rng, state.step)
+      loss, sums, model_state, grads = compute_grads(
+          run, state.params, state.model_state, batch, rng)
+      return apply_gradients(run, state, loss, sums, model_state, grads)
 
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
   return jax.jit(train_step,
@@ -191,7 +238,8 @@ def make_eval_step(run: Run):
 
   def eval_step(state: TrainState, batch):
     params = state.params if state.avg_params is None else state.avg_params
-    return task.eval_sums(params, state.model_state, batch)
+    with nn.logical_axis_rules(run.rules):
+      return task.eval_sums(params, state.model_state, batch)
 
   return jax.jit(eval_step, in_shardings=(run.state_shardings,
                                           run.batch_sharding))

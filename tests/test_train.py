@@ -54,6 +54,20 @@ def test_one_device_and_eight_devices_give_the_same_losses(tfds_data_dir,
                              atol=1e-5, rtol=1e-5)
 
 
+def test_gradient_accumulation_gives_the_same_steps(tfds_data_dir, tmp_path):
+  config = tiny_config(tfds_data_dir, num_steps=6, log_every=1)
+  whole = train.train_and_evaluate(config, str(tmp_path / "whole"))
+  config.train.grad_accum_steps = 4  # 4 micro-batches of 8 on 8 devices
+  accumulated = train.train_and_evaluate(config, str(tmp_path / "accum"))
+  np.testing.assert_allclose(train_losses(tmp_path / "accum"),
+                             train_losses(tmp_path / "whole"), rtol=1e-5)
+  np.testing.assert_allclose(accumulated["final"]["loss"],
+                             whole["final"]["loss"], rtol=1e-5)
+  config.train.grad_accum_steps = 3
+  with pytest.raises(ValueError, match="grad_accum_steps=3"):
+    train.build(config)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tfds_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run") / "uninterrupted")
