@@ -5,6 +5,9 @@ Reference: the MNIST-1D paper's `MLPBase` (Greydanus & Kobak, ICML 2024;
 github.com/greydanus/mnist1d notebooks/models.py): 40 -> 100 -> 100 -> 10, 15,210
 parameters, about 68% test accuracy. Its second layer is residual,
 `h = h + relu(linear2(h))`; set `residual=True` to replicate it exactly.
+
+`batch_norm=True` normalises each hidden layer's pre-activations over the batch
+(Ioffe & Szegedy, ICML 2015); see `bn_axis_name` for data-parallel training.
 """
 
 from typing import Sequence
@@ -16,6 +19,18 @@ from deeplearn.models import register
 from deeplearn.models.layers import activation, logical_init
 
 
+def apply_batch_norm(x, train: bool, axis: str, axis_name, dtype):
+  """Batch norm over all but the last axis of x, whose logical name is `axis`.
+
+  Momentum 0.9 is PyTorch's default (its momentum=0.1): flax's 0.99 leaves the
+  running statistics near their initial values for the first few hundred steps.
+  """
+  return nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, axis_name=axis_name, dtype=dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis,)))(x)
+
+
 @register("mlp")
 class MLP(nn.Module):
   """inputs: [batch, ...] flattened to [batch, features]. Returns [batch, num_classes].
@@ -23,12 +38,20 @@ class MLP(nn.Module):
   residual: add each hidden layer's input to its output where the widths match
     (never the first layer, whose input is the data).
   dropout_rate: dropout after each hidden activation, only when train=True.
+  batch_norm: batch norm between each hidden Dense (then without bias) and its
+    activation; running statistics in the `batch_stats` collection.
+  bn_axis_name: mesh / pmap axes the batch statistics are averaged over
+    (cross-replica batch norm). Leave it None in configs: under jit with a
+    sharded batch the statistics are already global, and the explicit steps of
+    deeplearn.parallel.data_parallel set it themselves.
   """
   num_classes: int = 10
   hidden_sizes: Sequence[int] = (100, 100)
   activation: str = "relu"
   dropout_rate: float = 0.0
   residual: bool = False
+  batch_norm: bool = False
+  bn_axis_name: str | tuple[str, ...] | None = None
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -40,7 +63,11 @@ class MLP(nn.Module):
       # on "embed", so consecutive kernels alternate (embed, mlp) / (mlp, embed)
       # as in a transformer's feed-forward block.
       axes = ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed")
-      y = act(nn.Dense(width, dtype=self.dtype, **logical_init(*axes))(h))
+      y = nn.Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
+                   **logical_init(*axes))(h)
+      if self.batch_norm:  # BN's own bias replaces the Dense bias
+        y = apply_batch_norm(y, train, axes[1], self.bn_axis_name, self.dtype)
+      y = act(y)
       y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
       h = h + y if self.residual and i > 0 and h.shape[-1] == width else y
     last = "mlp" if len(self.hidden_sizes) % 2 else "embed"
