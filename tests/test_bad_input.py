@@ -1,12 +1,14 @@
 """Bad input fails before any compilation, naming the key and the fix."""
 
 import contextlib
+import json
 import os
 import re
 import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from deeplearn import config as config_lib, train
@@ -290,3 +292,30 @@ def test_offline_datasets_build_and_read_without_unpickling(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "data unpickled: []" in proc.stdout, proc.stdout[-3000:]
   assert "the hook sees unpickling: True" in proc.stdout
+
+
+@pytest.mark.parametrize("before,after", [(0, 2), (2, 0)])
+def test_a_resume_may_change_the_number_of_data_workers(tfds_data_dir, before,
+                                                        after):
+  # data.num_workers is resume-safe: the iterator's checkpointed state is the
+  # same with and without worker processes.
+  config = tiny_config(tfds_data_dir)
+
+  def batches(num_workers):
+    config.data.num_workers = num_workers
+    return iter(train.data.train_dataset(config.data, seed=0, process_index=0,
+                                         process_count=1))
+
+  reference = batches(0)
+  expected = [next(reference) for _ in range(7)]
+  it = batches(before)
+  got = [next(it) for _ in range(4)]
+  state = json.loads(json.dumps(it.get_state()))  # as a checkpoint stores it
+  it.close()
+  resumed = batches(after)
+  resumed.set_state(state)
+  got += [next(resumed) for _ in range(3)]
+  resumed.close()
+  for a, b in zip(got, expected, strict=True):
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+    np.testing.assert_array_equal(a["label"], b["label"])

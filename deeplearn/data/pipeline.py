@@ -66,14 +66,7 @@ def train_dataset(data_cfg, *, seed: int, process_index: int,
   # share augmentation draws.
   ds = ds.random_map(pp.fn, seed=seed) if pp.random else ds.map(functools.partial(pp.fn, rng=None))
   ds = ds.map(_finalize).slice(slice(process_index, None, process_count))
-  ds = ds.to_iter_dataset(_READ)
-  if data_cfg.get("num_workers", 0) > 0:
-    if not flags.FLAGS.is_parsed():
-      # grain 0.2.18's mp_prefetch reads one of its absl flags (worker profiling, when jax is
-      # installed) without checking that flags were parsed: outside absl.app, take defaults.
-      flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.num_workers))
-  return ds
+  return _Batches(ds, data_cfg.get("num_workers", 0))
 
 
 def eval_dataset(data_cfg, *, split: str | None = None, process_index: int,
@@ -99,6 +92,70 @@ def eval_dataset(data_cfg, *, split: str | None = None, process_index: int,
   ds = grain.MapDataset.range(num_stream_batches).map(_PaddedBatches(table, batch_size))
   ds = ds.map(functools.partial(pp.fn, rng=None)).map(_finalize)
   return ds.slice(slice(process_index, None, process_count)).to_iter_dataset(_READ)
+
+
+class _Batches(grain.IterDataset):
+  """A process's training batches, read in worker processes or not.
+
+  Its iterators' state is the number of batches taken, `{"next_index": k}`, whatever
+  num_workers is: grain's own state for mp_prefetch is one position per worker, which
+  neither a different worker count nor a plain iterator can restore. Batch k is a function
+  of k alone, so a restored iterator restarts the pipeline at k, and a resumed run may
+  change config.data.num_workers.
+  """
+
+  def __init__(self, batches: grain.MapDataset, num_workers: int):
+    super().__init__()
+    self.batches, self.num_workers = batches, num_workers
+
+  def __iter__(self):
+    return _BatchIterator(self)
+
+  def start(self, k: int) -> grain.DatasetIterator:
+    ds = self.batches[k:].to_iter_dataset(_READ)
+    if self.num_workers > 0:
+      if not flags.FLAGS.is_parsed():
+        # grain 0.2.18's mp_prefetch reads one of its absl flags (worker profiling, when jax
+        # is installed) without checking that flags were parsed: outside absl.app, defaults.
+        flags.FLAGS.mark_as_parsed()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+    return iter(ds)
+
+
+class _BatchIterator(grain.DatasetIterator):
+  """Counts the batches it hands out; the pipeline starts at the first `next`."""
+
+  def __init__(self, ds: _Batches):
+    super().__init__()
+    self._ds, self._next, self._it = ds, 0, None
+
+  def __next__(self):
+    if self._it is None:
+      self._it = self._ds.start(self._next)
+    batch = next(self._it)
+    self._next += 1
+    return batch
+
+  def get_state(self):
+    return {"next_index": self._next}
+
+  def set_state(self, state):
+    self._stop()
+    self._next = int(state["next_index"])
+
+  def start_prefetch(self):
+    if self._it is None:
+      self._it = self._ds.start(self._next)
+    self._it.start_prefetch()
+
+  def close(self):
+    self._stop()
+    super().close()
+
+  def _stop(self):
+    if self._it is not None:
+      self._it.close()  # ends worker processes
+      self._it = None
 
 
 class _ShuffledBatches:
