@@ -92,3 +92,32 @@ def test_resuming_on_another_number_of_devices_continues_the_run(
   for a, b in zip(jax.tree.leaves(jax.device_get(moved)),
                   jax.tree.leaves(jax.device_get(ref))):
     np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-7)
+
+
+def test_the_data_position_is_the_same_on_any_number_of_processes(
+    tfds_data_dir):
+  # A process's iterator state is the number of global batches taken, so a
+  # checkpoint from 2 processes can set the iterator of 1 (or of 4).
+  config = tiny_config(tfds_data_dir, STEPS)
+
+  def iterators(count):
+    return [iter(train.data.train_dataset(config.data, seed=0, process_index=i,
+                                          process_count=count))
+            for i in range(count)]
+
+  two = iterators(2)
+  for _ in range(5):
+    for it in two:
+      next(it)
+  states = [it.get_state() for it in two]
+  assert states[0] == states[1] == {"next_index": 5}
+  following = [next(it) for it in two]  # global batch 5, in two halves
+  for count in (1, 4):
+    moved = iterators(count)
+    for it in moved:
+      it.set_state(states[0])
+    halves = [next(it) for it in moved]
+    for key in ("inputs", "label"):
+      np.testing.assert_array_equal(
+          np.concatenate([h[key] for h in halves]),
+          np.concatenate([f[key] for f in following]))
