@@ -224,15 +224,18 @@ def resume_differences(stored, new) -> tuple[list[str], list[str]]:
   Each is `"config.optimizer.learning_rate: 0.01 -> 0.05"`, sorted by key; a
   key on one side only shows `<absent>` on the other. Unsafe ones change the
   model, the data or the optimisation: the run would not be the stored one
-  continued. Keys not in RESUME_SAFE are unsafe, new ones included.
+  continued. Keys not in RESUME_SAFE are unsafe, new ones included, except
+  a key the stored config predates that the new one leaves at its default.
   """
   old, cur = _flatten(stored.to_dict()), _flatten(new.to_dict())
+  defaults = _flatten(default_config().to_dict())
   schedule = cur.get("schedule.name", "constant")
   spans_run = schedule != "constant" and not cur.get("schedule.decay_steps")
   unsafe, safe = [], []
   for key in sorted(old.keys() | cur.keys()):
     before, after = old.get(key, _ABSENT), cur.get(key, _ABSENT)
-    if before == after:
+    if before == after or (before is _ABSENT and key in defaults
+                           and after == defaults[key]):
       continue
     line = f"config.{key}: {_shown(before)} -> {_shown(after)}"
     if key in _RUN_LENGTH and spans_run:

@@ -226,6 +226,17 @@ def test_safe_resume_changes_pass_and_are_returned():
   assert "config.train.num_steps: 20 -> 40" in safe
 
 
+def test_a_key_added_since_the_stored_run_differs_only_off_its_default():
+  # Workdirs written before a config key existed stay resumable.
+  stored, new = stored_and_new()
+  del stored.train["keep_checkpoints"]
+  del stored.optimizer["ema_decay"]
+  assert config_lib.resume_differences(stored, new) == ([], [])
+  new.optimizer.ema_decay = 0.5
+  assert config_lib.resume_differences(stored, new) == (
+      ["config.optimizer.ema_decay: <absent> -> 0.5"], [])
+
+
 def test_extending_a_run_whose_schedule_spans_it_is_unsafe():
   stored, new = stored_and_new()
   stored.schedule.name = new.schedule.name = "cosine"
