@@ -189,6 +189,9 @@ class Checkpointer:
     The checksums are computed and fetched here, before returning, since
     the caller donates `state` to the next train step.
     """
+    if self.read_only:
+      raise CheckpointSaveError(f"Checkpointer({self.directory!r}) is read-only;"
+                                f" not saving step {step}.")
     sums = _tree_sums(state) if jax.tree.leaves(state) else None
     self._raise_if_save_failed()
     arrays = {}

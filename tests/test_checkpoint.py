@@ -324,6 +324,12 @@ def test_save_killed_midway_leaves_a_tmp_folder_that_restart_removes(tmp_path):
   tmp = glob.glob(str(directory / "20.orbax-checkpoint-tmp*"))
   assert tmp and not (directory / "20").exists()
   assert not glob.glob(os.path.join(tmp[0], "commit_success.txt"))
+  # A reader (evaluation beside a running job) must leave tmp folders alone:
+  # one may be the job's save in flight.
+  reader = checkpoint.Checkpointer(str(tmp_path), read_only=True)
+  assert reader.latest_step() == 10 and os.path.isdir(tmp[0])
+  with pytest.raises(checkpoint.CheckpointSaveError, match="read-only"):
+    reader.save(30, {"w": jnp.ones(3)}, hand_made_iterator())
   ckpt = checkpoint.Checkpointer(str(tmp_path))
   assert not glob.glob(str(directory / "*.orbax-checkpoint-tmp*"))
   assert ckpt.latest_step() == 10
