@@ -25,7 +25,8 @@ import numpy as np
 import optax
 import tqdm
 
-from deeplearn import checkpoint, config as config_lib, data, metrics, models
+from deeplearn import checkpoint, config as config_lib, data, distributed
+from deeplearn import metrics, models
 from deeplearn import optim, preemption, tasks
 from deeplearn.parallel import mesh as mesh_lib, sharding
 
@@ -441,11 +442,12 @@ def main():
       "workdir", None, "Where checkpoints, metrics and summary.json go;"
       " re-use it to resume.")
   coordinator = flags.DEFINE_string(
-      "coordinator_address", None, "host:port of process 0, for a"
-      " multi-process run started by hand (jax.distributed).")
-  num_processes = flags.DEFINE_integer("num_processes", 1, "Processes in the"
-                                       " run (with --coordinator_address).")
-  process_id = flags.DEFINE_integer("process_id", 0, "This process's index.")
+      "coordinator_address", None, "host:port of process 0 for a multi-process"
+      " run started by hand (else $DEEPLEARN_COORDINATOR, a TPU pod or SLURM"
+      " environment, or a single process).")
+  num_processes = flags.DEFINE_integer("num_processes", None,
+                                       "Processes in the run.")
+  process_id = flags.DEFINE_integer("process_id", None, "This process's index.")
   heartbeat = flags.DEFINE_integer(
       "heartbeat_timeout_s", 100, "A process that has not heard from a peer"
       " for this long stops with an error instead of hanging.")
@@ -455,10 +457,8 @@ def main():
   def run(argv):
     del argv
     quiet_library_logs()
-    if coordinator.value:
-      jax.distributed.initialize(
-          coordinator.value, num_processes.value, process_id.value,
-          heartbeat_timeout_seconds=heartbeat.value)
+    distributed.initialize(coordinator.value, num_processes.value,
+                           process_id.value, heartbeat.value)
     train_and_evaluate(config_flag.value, workdir_flag.value)
 
   app.run(run)
