@@ -54,8 +54,25 @@ logs="$workdir/logs"
 mkdir -p "$logs"
 
 python="${PYTHON:-python3}"
-# The OS picks a free port; it is released at once and taken by process 0.
-port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("localhost", 0)); print(s.getsockname()[1])')"
+# A free port below the ephemeral ranges (Linux 32768+, macOS 49152+): the OS
+# hands those out to anyone's bind(0) or outgoing connection, so one from there
+# could be taken by another program before process 0 binds it.
+port="$("$python" - <<'PY'
+import random, socket
+for port in random.sample(range(20000, 32768), 200):
+  with socket.socket() as s:
+    try:
+      s.bind(("", port))
+    except OSError:
+      continue
+  print(port)
+  break
+PY
+)"
+if [[ -z "$port" ]]; then
+  echo "local.sh: no free port found in 20000-32767" >&2
+  exit 1
+fi
 coordinator="localhost:$port"
 
 # Replace any device-count flag already in XLA_FLAGS rather than adding a second.

@@ -8,6 +8,7 @@ one for real, two processes joining through jax's SLURM detector).
 
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -29,9 +30,15 @@ SCRIPTS = ["local.sh", "tpu_vm.sh", "slurm.sbatch"]
 
 
 def free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
+  """Like local.sh: below the ephemeral range, which other tests draw from."""
+  for port in random.sample(range(20000, 32768), 200):
+    with socket.socket() as s:
+      try:
+        s.bind(("", port))
+      except OSError:
+        continue
+    return port
+  raise RuntimeError("no free port in 20000-32767")
 
 
 def clean_env(**extra):
@@ -218,7 +225,7 @@ def test_a_failing_process_exits_at_once_not_after_the_shutdown_barrier():
 # launch/local.sh process handling, with a stand-in for python.
 
 FAKE_PYTHON = """#!/usr/bin/env bash
-if [[ "$1" == -c ]]; then exec "$REAL_PYTHON" "$@"; fi  # local.sh's port pick
+if [[ "$1" == - ]]; then exec "$REAL_PYTHON" "$@"; fi  # local.sh's port pick
 echo "process $DEEPLEARN_PROCESS_ID of $DEEPLEARN_NUM_PROCESSES at $DEEPLEARN_COORDINATOR"
 echo "argv: $*"
 echo "XLA_FLAGS=$XLA_FLAGS JAX_PLATFORMS=$JAX_PLATFORMS"
