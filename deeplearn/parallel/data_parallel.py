@@ -25,86 +25,52 @@ running averages are averaged after the step.
 """
 
 import copy
+import dataclasses
 
 import flax.jax_utils
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from deeplearn import optim, train
+from deeplearn import train
 from deeplearn.parallel import mesh as mesh_lib, sharding
 
 PMAP_AXIS = "batch"
 
 
-def _tower_task(task, axis_name, cross_replica_batch_norm: bool):
-  """The task whose model averages batch statistics over `axis_name`.
+def _tower_run(run: train.Run, axis_name, cross_replica_batch_norm: bool):
+  """The run whose model averages batch statistics over `axis_name`.
 
-  Returns (task, synced): synced says the new model state is the same on
-  every tower. Models without a `bn_axis_name` field keep per-device
+  Returns (run, synced): synced says the new model state comes out the same
+  on every tower. Models without a `bn_axis_name` field keep per-device
   statistics.
   """
-  if not (cross_replica_batch_norm and hasattr(task.model, "bn_axis_name")):
-    return task, False
-  task = copy.copy(task)
-  task.model = task.model.clone(bn_axis_name=axis_name)
-  return task, True
+  model = run.task.model
+  if not (cross_replica_batch_norm and hasattr(model, "bn_axis_name")):
+    return run, False
+  task = copy.copy(run.task)
+  task.model = model.clone(bn_axis_name=axis_name)
+  return dataclasses.replace(run, task=task), True
 
 
-# -- Private copy of the update half of train.make_train_step. -----------------
-# GOES AWAY when train.py exposes it as `train.apply_gradients` (proposed in
-# the report); until then, keep it line for line equal to train.train_step.
-def _apply_gradients(run, state, grads, loss, sums, model_state):
-  """Optimizer update, weight averaging and the nonfinite policy."""
-  tx, opt_cfg = run.tx, run.config.optimizer
-  skip = run.config.train.nonfinite == "skip"
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  avg_params = state.avg_params
-  if avg_params is not None:
-    avg_params = optax.incremental_update(
-        params, avg_params, optim.average_step_size(opt_cfg, state.step))
-  finite = jnp.stack([jnp.all(jnp.isfinite(x))
-                      for x in jax.tree.leaves((loss, grads, params))])
-  ok = jnp.all(finite)
-  new_state = state.replace(params=params, opt_state=opt_state,
-                            model_state=model_state, avg_params=avg_params)
-  if skip:
-    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
-                             new_state, state)
-  new_state = new_state.replace(
-      step=state.step + 1,
-      nonfinite_streak=jnp.where(ok, 0, state.nonfinite_streak + 1))
-  step_metrics = {**run.task.finalize(sums), "loss": loss,
-                  "grad_norm": optax.tree.norm(grads),
-                  "learning_rate": run.schedule(state.step)}
-  health = {"finite": ok, "first_nonfinite": jnp.argmin(finite),
-            "streak": new_state.nonfinite_streak}
-  return new_state, step_metrics, health
-# -- End of the private copy. ---------------------------------------------------
+def _tower_step(run: train.Run, axes, cross_replica_batch_norm: bool):
+  """One tower's step: local loss and gradients, all-reduce, same update.
 
-
-def _tower_step(run, task, axes, synced: bool, vary_params: bool):
-  """One tower's step: local loss and gradients, all-reduce, same update."""
+  Written for untyped replication (pmap, shard_map with check_vma=False):
+  the gradients of the replicated params are this tower's own, and the
+  pmean below is the only all-reduce.
+  """
+  tower_run, synced = _tower_run(run, axes, cross_replica_batch_norm)
 
   def tower_step(state, batch):  # batch: this device's slice
     # Each tower draws its own dropout masks.
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
                              lax.axis_index(axes))
-    params = state.params
-    if vary_params:
-      # shard_map types values as replicated (invariant) or varying over the
-      # axes. Gradients of invariant params would come back already summed
-      # over the devices (the transpose of their implicit broadcast); marking
-      # them varying gives each tower its own copy and its own gradients, and
-      # the all-reduce below is the one the lectures draw.
-      params = lax.pcast(params, axes, to="varying")
-    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-    (loss, (sums, model_state)), grads = grad_fn(
-        params, state.model_state, batch, rng)
+    # Gradient accumulation, if configured, runs on the local slice: its
+    # strided micro-batches, over all towers, are the jit step's micro-batches.
+    loss, sums, model_state, grads = train.compute_grads(
+        tower_run, state.params, state.model_state, batch, rng)
     grads = lax.pmean(grads, axes)  # the all-reduce of the towers' gradients
     loss = lax.pmean(loss, axes)  # towers hold equal shares of the batch
     sums = lax.psum(sums, axes)  # metrics of the whole global batch
@@ -112,7 +78,7 @@ def _tower_step(run, task, axes, synced: bool, vary_params: bool):
       # Per-device running statistics -> their mean, so the replicas agree
       # (flax's ImageNet example does the same, `sync_batch_stats`).
       model_state = lax.pmean(model_state, axes)
-    return _apply_gradients(run, state, grads, loss, sums, model_state)
+    return train.apply_gradients(run, state, loss, sums, model_state, grads)
 
   return tower_step
 
@@ -132,11 +98,16 @@ def make_shard_map_train_step(run: train.Run, cross_replica_batch_norm=True):
         "make_shard_map_train_step splits the batch over the mesh axes of the"
         f" 'batch' rule, but config.sharding.rules={run.rules} has none; add"
         " e.g. ('batch', ('data', 'fsdp')).")
-  task, synced = _tower_task(run.task, axes, cross_replica_batch_norm)
+  # check_vma=False: with the default type checks, values that differ per
+  # device are typed "varying", and every scan whose carry starts as zeros
+  # (an RNN's state, gradient accumulation) fails to type-check, since its
+  # output carry varies; the gradients of replicated params would also come
+  # back already summed (the transpose of their implicit broadcast). The
+  # unchecked form is pmap's semantics; the tests hold it to the jit step.
   step = jax.shard_map(
-      _tower_step(run, task, axes, synced, vary_params=True),
-      mesh=run.mesh, in_specs=(P(), P(axes)), out_specs=P(),
-      axis_names=frozenset(axes))
+      _tower_step(run, axes, cross_replica_batch_norm), mesh=run.mesh,
+      in_specs=(P(), P(axes)), out_specs=P(), axis_names=frozenset(axes),
+      check_vma=False)
   replicated = NamedSharding(run.mesh, P())
   return jax.jit(step,
                  in_shardings=(run.state_shardings, run.batch_sharding),
@@ -166,10 +137,7 @@ def make_pmap_train_step(run: train.Run, cross_replica_batch_norm=True):
   Needs a pure data mesh (`config.mesh = {"data": -1}`).
   """
   devices = _pmap_devices(run)
-  task, synced = _tower_task(run.task, PMAP_AXIS, cross_replica_batch_norm)
-  # Under pmap every argument is per device already (no implicit broadcast),
-  # so the params need no marking to give each tower its own gradients.
-  return jax.pmap(_tower_step(run, task, PMAP_AXIS, synced, vary_params=False),
+  return jax.pmap(_tower_step(run, PMAP_AXIS, cross_replica_batch_norm),
                   axis_name=PMAP_AXIS, devices=devices,
                   out_axes=(0, None, None), donate_argnums=0)
 
@@ -177,12 +145,18 @@ def make_pmap_train_step(run: train.Run, cross_replica_batch_norm=True):
 def replicate_state(run: train.Run, state):
   """Train state on the mesh -> one copy per device, stacked on axis 0."""
   local = [d for d in _pmap_devices(run) if d.process_index == jax.process_index()]
-  return flax.jax_utils.replicate(state, devices=local)
+  # Through the host: stacking on the devices would compile one op per leaf
+  # shape. Named like pmap's own outputs' layout, or the second step would
+  # compile again for the first step's outputs.
+  return flax.jax_utils.replicate(jax.device_get(state), devices=local,
+                                  axis_name=PMAP_AXIS)
 
 
 def unreplicate_state(run: train.Run, state):
   """One replica of a pmap state, laid out on the mesh like `run.init_fn`'s."""
-  return jax.device_put(flax.jax_utils.unreplicate(state), run.state_shardings)
+  first = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data)[0],
+                       state)
+  return jax.device_put(first, run.state_shardings)
 
 
 def split_batch(run: train.Run, batch):
