@@ -90,7 +90,9 @@ def make_shard_map_train_step(run: train.Run, cross_replica_batch_norm=True):
 
   The state enters every device whole (replicated), the batch split over the
   mesh's batch axes (`config.sharding.rules`' "batch" entry). Mesh axes
-  outside the batch axes stay automatic (jit partitions them).
+  outside the batch axes stay automatic (jit partitions them). Dropout masks
+  are drawn per tower, so with dropout the forms agree in distribution, not
+  bit for bit.
   """
   axes = sharding.batch_axes(run.rules, run.mesh)
   if not axes:
