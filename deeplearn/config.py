@@ -74,6 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
   c.train.progress = True
   c.train.grad_accum_steps = 1  # micro-batches per step (same global batch)
+  # "jit": XLA inserts the gradient all-reduce; "shard_map": the towers and
+  # their lax.pmean written out (deeplearn/parallel/data_parallel.py).
+  c.train.step_form = "jit"
   # A NaN / Inf in the loss, gradients or new parameters: "stop" (error naming
   # the step and the leaf; nothing non-finite is saved) or "skip" the update,
   # at most `max_nonfinite_skips` times in a row, then stop.
@@ -145,6 +148,11 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         f" (config.data.batch_size={config.data.batch_size}) must divide into"
         f" {k} micro-batches, each a multiple of the {num_batch_shards} batch"
         " shards.")
+  if config.train.step_form not in ("jit", "shard_map"):
+    raise ValueError(
+        f"config.train.step_form={config.train.step_form!r}: use 'jit' or"
+        " 'shard_map' (the pmap form is deeplearn.parallel.data_parallel"
+        ".make_pmap_train_step, for study outside the loop).")
   if config.train.nonfinite not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite={config.train.nonfinite!r}: use"
                      " 'stop' or 'skip'.")

@@ -321,9 +321,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       changed = config_lib.check_resume(config_lib.from_json(f.read()), config)
     if changed and lead:
       print("resuming with changed settings: " + "; ".join(changed), flush=True)
-  if lead:
-    with open(config_path, "w") as f:
+  if lead:  # atomically: other processes may be reading the stored one
+    with open(config_path + ".tmp", "w") as f:
       f.write(config_lib.to_json(config))
+    os.replace(config_path + ".tmp", config_path)
 
   train_ds = data.train_dataset(config.data, seed=config.train.seed,
                                 process_index=jax.process_index(),
@@ -347,7 +348,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
 
   writer = metrics.MetricWriter(workdir, enabled=lead)
   writer.truncate_after(start)
-  train_step = make_train_step(run)
+  if config.train.step_form == "shard_map":
+    from deeplearn.parallel import data_parallel  # imports this module
+    train_step = data_parallel.make_shard_map_train_step(run)
+  else:
+    train_step = make_train_step(run)
   eval_step = make_eval_step(run)
   leaf_names = nonfinite_leaf_names(run)
   watcher = preemption.Watcher()

@@ -68,6 +68,15 @@ def test_gradient_accumulation_gives_the_same_steps(tfds_data_dir, tmp_path):
     train.build(config)
 
 
+def test_shard_map_step_form_runs_the_same_training(tfds_data_dir, tmp_path):
+  config = tiny_config(tfds_data_dir, num_steps=6, log_every=1)
+  train.train_and_evaluate(config, str(tmp_path / "jit"))
+  config.train.step_form = "shard_map"
+  train.train_and_evaluate(config, str(tmp_path / "towers"))
+  np.testing.assert_allclose(train_losses(tmp_path / "towers"),
+                             train_losses(tmp_path / "jit"), rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tfds_data_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run") / "uninterrupted")
