@@ -79,8 +79,8 @@ def _sums(x):
                  * jnp.uint32(stride % 2**32))
     stride *= w.shape[dim]
   zero = jnp.uint32(0)
-  # One variadic reduce: on XLA:CPU it is ~20x faster than two jnp.sum of
-  # uint32 (the single-output integer reduction is not vectorized).
+  # One variadic reduce, not two jnp.sum: on XLA:CPU (2 cores) 4 ms instead
+  # of 80 ms for 100 MB of float32.
   total, weighted = lax.reduce(
       (w, w * position), (zero, zero),
       lambda a, b: (a[0] + b[0], a[1] + b[1]), tuple(range(w.ndim)))
@@ -176,7 +176,8 @@ class Checkpointer:
         item_names=("state", "data", "config", "integrity"))
     # orbax deletes the tmp folders in a background thread; wait for it, so
     # that none is left once the constructor returns.
-    self.manager._maybe_await_cleanup_tmp_directory()  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    self.manager._maybe_await_cleanup_tmp_directory()
     self._saving = None  # the step of the save that may still be running
 
   def latest_step(self) -> int | None:
@@ -190,8 +191,8 @@ class Checkpointer:
     the caller donates `state` to the next train step.
     """
     if self.read_only:
-      raise CheckpointSaveError(f"Checkpointer({self.directory!r}) is read-only;"
-                                f" not saving step {step}.")
+      raise CheckpointSaveError(f"Checkpointer({self.directory!r}) is"
+                                f" read-only; not saving step {step}.")
     sums = _tree_sums(state) if jax.tree.leaves(state) else None
     self._raise_if_save_failed()
     arrays = {}
@@ -274,7 +275,8 @@ class Checkpointer:
       record = self.manager.restore(step, args=ocp.args.Composite(
           integrity=ocp.args.JsonRestore()))["integrity"]
       if record.get("algorithm") != ALGORITHM:
-        raise ValueError(f"unknown checksum algorithm {record.get('algorithm')!r}")
+        raise ValueError("unknown checksum algorithm"
+                         f" {record.get('algorithm')!r}")
     except Exception as e:  # pylint: disable=broad-except
       problems.append(f"no readable integrity record ({_describe(e)})")
       return None, self._agree(problems)
@@ -333,7 +335,9 @@ class Checkpointer:
   @staticmethod
   def _agree(problems: list[str]) -> list[str]:
     # Every process must pick the same step, also when only one of them
-    # read a damaged file (its own data state, or its share of the arrays).
+    # found damage (its own data state). A read error that only some
+    # processes hit inside orbax's restore would still desynchronize
+    # orbax's own barriers: array checksums are global, read errors not.
     bad = _all_processes([len(problems)])[:, 0]
     others = [i for i in np.flatnonzero(bad) if i != jax.process_index()]
     return problems + [f"process {i} found damage (see its log)"

@@ -98,7 +98,8 @@ def test_sharded_array_has_the_same_checksum_as_on_one_device():
     assert checkpoint.checksums({"x": sharded, "k": key}) == one, spec
   # One replicated result: every process can read it without a gather.
   sharded = jax.device_put(x, NamedSharding(mesh, P("a", "b")))
-  assert checkpoint._tree_sums({"x": sharded}).is_fully_replicated  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  assert checkpoint._tree_sums({"x": sharded}).is_fully_replicated
 
 
 # A real tiny run: MNIST-1D CNN, 20 steps, checkpoints at steps 10 and 20.
@@ -207,7 +208,8 @@ def test_round_trip_is_verified(run_copy, capsys):
   assert step == 20
   assert_same_state(state, orbax_only(workdir, 20, abstract))
   assert iterator.get_state() == stored_iterator_state(workdir, 20)
-  assert_same_state(ckpt.restore(10, abstract), orbax_only(workdir, 10, abstract))
+  assert_same_state(ckpt.restore(10, abstract),
+                    orbax_only(workdir, 10, abstract))
   ckpt.close()
   assert "damaged" not in capsys.readouterr().err
 
