@@ -1,0 +1,62 @@
+"""The char-level GPT of shakespeare_char_transformer.py, trained with FSDP
+and Megatron tensor parallelism at once: the parallelism is this table.
+
+Mesh `data x fsdp=2 x model=2`. The batch splits over data and fsdp; every
+parameter's `embed` axis splits over fsdp (ZeRO-3: each device stores a shard
+and jit all-gathers a layer's weights when it runs); attention heads, MLP
+units and the vocabulary split over model (Megatron column / row splits, a
+vocabulary-parallel embedding and softmax). No parameter carries two names
+that map to one mesh axis (tests/test_transformer.py checks every one).
+
+Variants: `:tiny` (tests, seconds), `:small` (the default: the recipe's
+4-layer model, 1,000 steps, trainable on a CPU with 8 simulated devices), `:gpt2` and `:gpt2_medium` (GPT-2 small / medium shapes,
+bfloat16, remat, scanned layers: compile-only on a CPU; run them on a slice).
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m deeplearn.train \\
+    --config experiments/shakespeare_transformer_fsdp_tp.py:small --workdir runs/fsdp_tp
+"""
+
+import os
+
+import ml_collections
+
+from deeplearn.config import from_file
+
+RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      "shakespeare_char_transformer.py")
+
+FSDP_TP_RULES = (
+    ("batch", ("data", "fsdp")),  # first: activations keep fsdp for the batch
+    ("embed", "fsdp"),
+    ("heads", "model"), ("mlp", "model"), ("vocab", "model"),
+    ("kv", None), ("length", None), ("layers", None))
+
+GPT2 = {"gpt2": (12, 12, 768), "gpt2_medium": (24, 16, 1024)}
+
+
+def get_config(arg=None):
+  config = from_file(RECIPE + (":tiny" if arg == "tiny" else ""))
+  config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 2, "model": 2})
+  config.sharding.rules = FSDP_TP_RULES
+  # 65 characters -> 128 rows, so that vocab -> model splits evenly.
+  config.model.vocab_pad_multiple = 64
+  # One block compiled instead of num_layers (SPMD partitioning of each is
+  # the slow part of compiling); block parameters get a `layers` axis.
+  config.model.scan_layers = True
+
+  if arg in GPT2:
+    layers, heads, embed = GPT2[arg]
+    config.model.update(num_layers=layers, num_heads=heads, embed_dim=embed,
+                        mlp_dim=4 * embed, max_len=1024, dtype="bfloat16",
+                        remat="dots", dropout_rate=0.1)
+    config.data.seq_len = 1024
+    config.data.batch_size = 32
+    config.data.eval_batch_size = 32
+    config.optimizer.learning_rate = 6e-4
+    config.optimizer.b2 = 0.95
+    config.train.num_steps = 5000
+    config.schedule.warmup_steps = 200
+  elif arg not in (None, "tiny", "small"):  # none = small: the recipe's model
+    raise ValueError(f"Unknown variant {arg!r}: use ':tiny', ':small', ':gpt2',"
+                     " ':gpt2_medium' or none.")
+  return config
