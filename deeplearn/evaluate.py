@@ -25,7 +25,7 @@ def evaluate_checkpoint(workdir: str, step: int | None = None,
   if split:
     config.data.eval_split = split
   run = train.build(config, devices)
-  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")

@@ -54,7 +54,7 @@ def uninterrupted(dropout_experiment, tmp_path_factory):
 
 def final_params(workdir, config):
   run = train.build(config)
-  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   abstract = checkpoint.abstract_with_shardings(
       jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
   state, step = ckpt.restore_latest(abstract)

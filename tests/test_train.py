@@ -31,7 +31,7 @@ def train_losses(workdir):
 
 def restored_params(workdir, config):
   run = train.build(config)
-  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   abstract = checkpoint.abstract_with_shardings(
       jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
   state = ckpt.restore(ckpt.latest_step(), abstract)
@@ -233,7 +233,7 @@ def test_averaged_weights_are_used_for_evaluation_only(tfds_data_dir, tmp_path,
   workdir = str(tmp_path / averaging)
   summary = train.train_and_evaluate(config, workdir)
   run = train.build(config)
-  ckpt = checkpoint.Checkpointer(workdir)
+  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   abstract = checkpoint.abstract_with_shardings(
       jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
   state = ckpt.restore(10, abstract)
