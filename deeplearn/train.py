@@ -189,6 +189,8 @@ def make_train_step(run: Run):
   """
 
   def train_step(state: TrainState, batch):
+    # The rules in context name the activations' mesh axes. (flax applies
+    # them only with a mesh set outside jit: tests/test_transformer.py xfail.)
     with nn.logical_axis_rules(run.rules):
       rng = jax.random.fold_in(state.rng, state.step)
       loss, sums, model_state, grads = compute_grads(

@@ -43,7 +43,7 @@ def built(family):
 
 def test_importing_the_package_registers_every_family():
   assert models.registered() == ["convnet", "linear", "mlp", "mnist1d_cnn", "mnist1d_gru",
-                                 "ngram_mlp"]
+                                 "ngram_mlp", "transformer"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
