@@ -225,10 +225,10 @@ def test_activation_constraints_act_only_with_rules_and_a_mesh_in_context():
   mesh = mesh_lib.make_mesh(config.mesh.to_dict())
   params = nn.unbox(abstract_variables(model, 32))
   tokens = jax.ShapeDtypeStruct((16, 32), jnp.int32)
-  forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
 
   def constraints():
-    text = forward.lower(params, tokens).as_text()
+    text = apply.lower(params, tokens).as_text()
     return text.count("sharding_constraint") + text.count("@Sharding")
 
   assert constraints() == 0
