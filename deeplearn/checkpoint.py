@@ -365,9 +365,3 @@ class Checkpointer:
   def close(self) -> None:
     self._raise_if_save_failed()
     self.manager.close()
-
-
-def abstract_with_shardings(state, shardings):
-  return jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      state, shardings)

@@ -29,8 +29,7 @@ def evaluate_checkpoint(workdir: str, step: int | None = None,
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
-  abstract = checkpoint.abstract_with_shardings(
-      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  abstract = train.abstract_state(run)
   state = ckpt.restore(step, abstract)
   ckpt.close()
   dataset = data.eval_dataset(config.data, process_index=jax.process_index(),

@@ -265,11 +265,16 @@ def num_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
+def abstract_state(run: Run) -> TrainState:
+  """The state's shapes, dtypes and shardings: what a restore fills in."""
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      jax.eval_shape(run.init_fn, run.config.train.seed), run.state_shardings)
+
+
 def restore_or_init(run: Run, ckpt: checkpoint.Checkpointer, data_iterator):
   """The newest checkpoint's state (and iterator position), or a fresh state."""
-  abstract = checkpoint.abstract_with_shardings(
-      jax.eval_shape(run.init_fn, run.config.train.seed), run.state_shardings)
-  state, step = ckpt.restore_latest(abstract, data_iterator)
+  state, step = ckpt.restore_latest(abstract_state(run), data_iterator)
   if state is None:
     return run.init_fn(run.config.train.seed), 0
   return state, step

@@ -124,8 +124,7 @@ def run_copy(pristine, tmp_path):
 
 def abstract_state(config):
   run = train.build(config)
-  return checkpoint.abstract_with_shardings(
-      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  return train.abstract_state(run)
 
 
 def train_iterator(config):

@@ -55,8 +55,7 @@ def uninterrupted(dropout_experiment, tmp_path_factory):
 def final_params(workdir, config):
   run = train.build(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = checkpoint.abstract_with_shardings(
-      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  abstract = train.abstract_state(run)
   state, step = ckpt.restore_latest(abstract)
   ckpt.close()
   return step, jax.device_get(state)

@@ -39,8 +39,7 @@ def final_state(workdir, config, num_devices):
   """The newest checkpoint restored onto a mesh of `num_devices`."""
   run = train.build(config, devices=jax.devices()[:num_devices])
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = checkpoint.abstract_with_shardings(
-      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  abstract = train.abstract_state(run)
   state = ckpt.restore(ckpt.latest_step(), abstract)
   ckpt.close()
   return state

@@ -32,8 +32,7 @@ def train_losses(workdir):
 def restored_params(workdir, config):
   run = train.build(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = checkpoint.abstract_with_shardings(
-      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  abstract = train.abstract_state(run)
   state = ckpt.restore(ckpt.latest_step(), abstract)
   ckpt.close()
   return jax.device_get(state.params)
@@ -234,8 +233,7 @@ def test_averaged_weights_are_used_for_evaluation_only(tfds_data_dir, tmp_path,
   summary = train.train_and_evaluate(config, workdir)
   run = train.build(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = checkpoint.abstract_with_shardings(
-      jax.eval_shape(run.init_fn, config.train.seed), run.state_shardings)
+  abstract = train.abstract_state(run)
   state = ckpt.restore(10, abstract)
   ckpt.close()
   differ = [not np.array_equal(a, b) for a, b in
