@@ -106,7 +106,7 @@ stop_all() {
   for pid in ${pids[@]+"${pids[@]}"}; do kill -KILL "$pid" 2>/dev/null || true; done
 }
 
-# shellcheck disable=SC2317  # run by the trap below
+# shellcheck disable=SC2317,SC2329  # run by the trap below
 on_interrupt() {
   if ((interrupted)); then
     echo "local.sh: killing all processes" >&2
@@ -119,7 +119,7 @@ on_interrupt() {
   exit 130
 }
 
-# shellcheck disable=SC2317  # run by the trap below
+# shellcheck disable=SC2317,SC2329  # run by the trap below
 cleanup() {
   if [[ -n "$tee_pid" ]]; then wait "$tee_pid" 2>/dev/null || true; fi
   rm -rf "$fifo_dir"
