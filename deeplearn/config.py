@@ -50,6 +50,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
   c.optimizer.weight_decay = 0.0  # decoupled (adamw)
   c.optimizer.l2 = 0.0  # coupled: l2 * w added to the gradient
+  # Which parameters weight_decay / l2 shrink: all | kernels (kernels and
+  # embeddings, not biases or norm scales: GPT-2 / nanoGPT's split).
+  c.optimizer.decay_mask = "all"
   c.optimizer.grad_clip_norm = 0.0  # 0 = off
   c.optimizer.averaging = "none"  # none | ema | polyak: eval-only weights
   c.optimizer.ema_decay = 0.999

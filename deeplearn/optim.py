@@ -3,11 +3,13 @@
 The lecture's optimisation tricks map to optax pieces: momentum / Nesterov
 (`optax.sgd`), AdaGrad, Adam(W); step, exponential and cosine decay with
 linear warmup; gradient clipping by global norm; L2 weight decay added to the
-gradient (coupled) or to the update (decoupled, AdamW). Parameter averaging
+gradient (coupled) or to the update (decoupled, AdamW), on every parameter
+or, with `decay_mask="kernels"`, on kernels and embeddings only. Parameter averaging
 (EMA / Polyak, Polyak & Juditsky 1992) lives in the train state and is
 updated with `optax.incremental_update`; see `average_step_size`.
 """
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -15,6 +17,28 @@ from deeplearn.config import did_you_mean
 
 OPTIMIZERS = ("sgd", "adagrad", "adam", "adamw")
 SCHEDULES = ("constant", "exponential", "step", "cosine")
+DECAY_MASKS = ("all", "kernels")
+# Leaf names of the weights `decay_mask="kernels"` decays: flax's Dense / Conv
+# / DenseGeneral kernels and Embed tables. By name, not by rank: with scanned
+# layers a LayerNorm scale is 2-D too.
+DECAYED_NAMES = ("kernel", "embedding")
+
+
+def decay_mask(name: str):
+  """None (decay every parameter) or a params -> bool-tree mask for optax."""
+  if name not in DECAY_MASKS:
+    raise ValueError(f"config.optimizer.decay_mask={name!r}; "
+                     f"{did_you_mean(name, DECAY_MASKS)}use one of"
+                     f" {list(DECAY_MASKS)}.")
+  if name == "all":
+    return None
+
+  def mask(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) in DECAYED_NAMES,
+        params)
+
+  return mask
 
 
 def make_schedule(sched_cfg, learning_rate: float,
@@ -52,6 +76,7 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule):
     raise ValueError(f"config.optimizer.name={name!r} is not an optimizer; "
                      f"{did_you_mean(name, OPTIMIZERS)}use one of"
                      f" {list(OPTIMIZERS)}.")
+  mask = decay_mask(opt_cfg.decay_mask)
   if name == "sgd":
     core = optax.sgd(schedule, momentum=opt_cfg.momentum or None,
                      nesterov=opt_cfg.nesterov)
@@ -61,7 +86,7 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule):
     core = optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
   else:  # adamw
     core = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
-                       weight_decay=opt_cfg.weight_decay)
+                       weight_decay=opt_cfg.weight_decay, mask=mask)
   if opt_cfg.weight_decay and name != "adamw":
     raise ValueError(
         f"config.optimizer.weight_decay is decoupled decay for adamw; for"
@@ -70,7 +95,7 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule):
   if opt_cfg.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(opt_cfg.grad_clip_norm))
   if opt_cfg.l2:
-    chain.append(optax.add_decayed_weights(opt_cfg.l2))
+    chain.append(optax.add_decayed_weights(opt_cfg.l2, mask=mask))
   return optax.chain(*chain, core)
 
 

@@ -1,4 +1,4 @@
-"""The char-level GPT of shakespeare_char_transformer.py, trained with FSDP
+"""The char-level GPT of shakespeare_transformer.py, trained with FSDP
 and Megatron tensor parallelism at once: the parallelism is this table.
 
 Mesh `data x fsdp=2 x model=2`. The batch splits over data and fsdp; every
@@ -25,7 +25,7 @@ import ml_collections
 from deeplearn.config import from_file
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      "shakespeare_char_transformer.py")
+                      "shakespeare_transformer.py")
 
 FSDP_TP_RULES = (
     ("batch", ("data", "fsdp")),  # first: activations keep fsdp for the batch

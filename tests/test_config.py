@@ -170,6 +170,29 @@ def test_clipping_and_coupled_l2():
   np.testing.assert_allclose(updates, [-1.6, -0.8], rtol=1e-6)
 
 
+@pytest.mark.parametrize("name,kw", [("sgd", dict(l2=0.5)),
+                                     ("adamw", dict(weight_decay=0.5))])
+def test_decay_mask_kernels_spares_biases_and_norm_scales(name, kw):
+  # Stacked (scanned) layers: the LayerNorm scale is 2-D, yet not decayed.
+  params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)},
+            "embed": {"embedding": jnp.ones((4, 2))},
+            "ln": {"scale": jnp.ones((2, 3))}}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  moved = {}
+  for mask in ("all", "kernels"):
+    cfg = _opt_cfg(name=name, learning_rate=1.0, decay_mask=mask, **kw)
+    tx = optim.make_optimizer(cfg, optax.constant_schedule(1.0))
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    moved[mask] = jax.tree.map(lambda u: bool(jnp.all(u != 0)), updates)
+  assert all(jax.tree.leaves(moved["all"]))
+  assert moved["kernels"] == {"dense": {"kernel": True, "bias": False},
+                              "embed": {"embedding": True},
+                              "ln": {"scale": False}}
+  with pytest.raises(ValueError, match="did you mean 'kernels'"):
+    optim.make_optimizer(_opt_cfg(decay_mask="kernel"),
+                         optax.constant_schedule(1.0))
+
+
 def test_decoupled_weight_decay_only_for_adamw():
   with pytest.raises(ValueError, match="config.optimizer.l2"):
     optim.make_optimizer(_opt_cfg(name="adam", weight_decay=0.1),
