@@ -156,6 +156,12 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         f"config.train.step_form={config.train.step_form!r}: use 'jit' or"
         " 'shard_map' (the pmap form is deeplearn.parallel.data_parallel"
         ".make_pmap_train_step, for study outside the loop).")
+  if config.model.get("bn_axis_name") is not None:
+    raise ValueError(
+        f"config.model.bn_axis_name={config.model.bn_axis_name!r}: leave it"
+        " unset. Under the jit step the batch statistics are already over the"
+        " whole (sharded) batch, and a named axis does not exist there; the"
+        " shard_map step (config.train.step_form='shard_map') sets it itself.")
   if config.train.nonfinite not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite={config.train.nonfinite!r}: use"
                      " 'stop' or 'skip'.")

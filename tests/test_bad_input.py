@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -129,6 +130,21 @@ def test_global_batch_must_divide_over_the_data_parallel_devices(
   assert "8 batch shards" in message and "use 96 or 104" in message
   config.data.batch_size = 100
   train.build(config, devices=jax.devices()[:4])  # 100 = 4 x 25
+
+
+def test_a_batch_norm_axis_name_in_the_config_is_refused(tfds_data_dir):
+  # Under jit there is no named axis to average over (the statistics are
+  # already global); without the check flax fails mid-trace on the name.
+  config = tiny_config(tfds_data_dir)
+  with config.unlocked():
+    config.model = ml_collections.ConfigDict(
+        {"name": "mlp", "num_classes": 10, "hidden_sizes": (16,),
+         "batch_norm": True, "bn_axis_name": "data"})
+  with no_compilation(), pytest.raises(ValueError) as error:
+    train.build(config)
+  message = str(error.value)
+  assert "config.model.bn_axis_name='data': leave it unset" in message
+  assert "step_form='shard_map'" in message
 
 
 # Workdirs. Tests run as root, whom chmod does not stop: these paths fail for
