@@ -109,6 +109,29 @@ def test_mesh_on_all_devices_and_on_a_subset():
   assert sharding.num_batch_shards(rules, mesh_lib.make_mesh({"data": -1})) == 8
 
 
+def test_slices_split_the_data_axis_else_fsdp_else_nothing():
+  sizes = dict.fromkeys(mesh_lib.AXES, 1)
+  assert mesh_lib.dcn_shape({**sizes, "data": 4, "model": 2}, 2) == {
+      **sizes, "data": 2}
+  assert mesh_lib.dcn_shape({**sizes, "fsdp": 4, "model": 2}, 4) == {
+      **sizes, "fsdp": 4}
+  with pytest.raises(ValueError, match="on 4 slices.*data=8"):
+    mesh_lib.dcn_shape({**sizes, "data": 2, "fsdp": 2, "model": 2}, 4)
+
+
+def test_a_two_slice_mesh_crosses_slices_only_on_the_data_axis():
+  pytest.importorskip("libtpu", reason="TPU topologies need pip install -e '.[tpu]'")
+  from jax.experimental import topologies
+  devices = topologies.get_topology_desc(
+      platform="tpu", topology_name="v5e:2x2", chip_config_name="default",
+      chips_per_host_bounds=(2, 2, 1), num_slices=2).devices
+  mesh = mesh_lib.make_mesh({"data": -1, "model": 2}, devices)
+  assert mesh_lib.describe(mesh) == "data=4 model=2"
+  slices = np.vectorize(lambda d: d.slice_index)(mesh.devices).reshape(4, 2)
+  # Rows (data) 0-1 on slice 0, 2-3 on slice 1; each model pair in one slice.
+  np.testing.assert_array_equal(slices, [[0, 0], [0, 0], [1, 1], [1, 1]])
+
+
 def test_sharding_rule_naming_a_missing_mesh_axis_fails():
   mesh = mesh_lib.make_mesh({"data": -1})
   with pytest.raises(ValueError, match="'mlp' to mesh axis 'modle'"):

@@ -5,13 +5,18 @@
 mesh has all five axes (size 1 where the config leaves one out), so one table
 of sharding rules fits every mesh. Axes are ordered `data, fsdp, stage, expert, model` so that the innermost axis,
 `model`, lands on neighbouring devices (the fastest links, within one host).
+
+Multi-slice (several TPU slices joined by the data-centre network, DCN): the
+slices split the outermost axis that divides by their number, `data` before
+`fsdp`, so the slow DCN links carry the data-parallel gradient reduction and
+every other axis stays inside a slice (ICI), as MaxText's `dcn_*` settings do.
 """
 
 import math
 from collections.abc import Mapping, Sequence
 
 import jax
-import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
 from deeplearn.config import did_you_mean
@@ -54,6 +59,24 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
   return {name: sizes.get(name, 1) for name in AXES}
 
 
+# Axes the slices of a multi-slice run may split, in order of preference.
+DCN_AXES = ("data", "fsdp")
+
+
+def dcn_shape(sizes: Mapping[str, int], num_slices: int) -> dict[str, int]:
+  """How many slices each axis spans: `num_slices` on the first of DCN_AXES
+  whose size it divides, 1 elsewhere."""
+  for axis in DCN_AXES:
+    if sizes[axis] % num_slices == 0:
+      return {name: num_slices if name == axis else 1 for name in sizes}
+  raise ValueError(
+      f"config.mesh {dict(sizes)} on {num_slices} slices: the slices split the"
+      f" `data` or `fsdp` axis (only data-parallel traffic should cross the"
+      f" slow links between slices), so one of them must be a multiple of"
+      f" {num_slices}; e.g. --config.mesh.data={num_slices * sizes['data']}"
+      " with the other axes smaller.")
+
+
 def make_mesh(mesh_cfg: Mapping[str, int],
               devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Builds the mesh; axes are Auto-typed so jit derives layouts (GSPMD)."""
@@ -62,10 +85,16 @@ def make_mesh(mesh_cfg: Mapping[str, int],
   names = tuple(sizes)
   shape = tuple(sizes.values())
   axis_types = (jax.sharding.AxisType.Auto,) * len(names)
-  if len(devices) == jax.device_count():
-    # Topology-aware placement (TPU ICI, multi-host ordering).
-    return jax.make_mesh(shape, names, axis_types=axis_types, devices=devices)
-  return Mesh(np.asarray(devices).reshape(shape), names, axis_types=axis_types)
+  num_slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if num_slices > 1:
+    dcn = dcn_shape(sizes, num_slices)
+    ici = tuple(sizes[n] // dcn[n] for n in names)
+    grid = mesh_utils.create_hybrid_device_mesh(
+        ici, tuple(dcn.values()), devices, allow_split_physical_axes=True)
+    return Mesh(grid, names, axis_types=axis_types)
+  # Topology-aware placement (TPU ICI rings, multi-host ordering); on CPU a
+  # plain reshape. Also for TPU topology descriptions (deeplearn.inspect).
+  return jax.make_mesh(shape, names, axis_types=axis_types, devices=devices)
 
 
 def describe(mesh: Mesh) -> str:
