@@ -4,8 +4,10 @@ data parallel over every device present (the default mesh, `data=-1`).
 GPT-2's recipe at toy scale: pre-LayerNorm blocks, learned positions, tied
 embeddings, AdamW with warmup and cosine decay (weight decay on kernels and
 embeddings only), gradient clipping; 809,856 parameters. Metrics are per character (loss, bits per char). Measured on the
-2-core development machine (2026-11-22): validation loss 1.920 nats (2.771
-bits/char, 43.2% next-char accuracy) after 1,000 steps, 182 s.
+2-core development machine (2026-11-22): validation loss 1.916 nats (2.764
+bits/char, 43.3% next-char accuracy) after 1,000 steps; 182 s on the quiet
+machine (before weight decay spared biases and LayerNorms: 1.920 nats), 366 s
+with other jobs sharing the cores.
 
   python -m deeplearn.train --config experiments/shakespeare_transformer.py --workdir runs/gpt
 """
