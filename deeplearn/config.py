@@ -16,9 +16,27 @@ import tempfile
 import ml_collections
 from ml_collections import config_dict
 
-# Logical axis -> mesh axes. Only the batch is split until an experiment adds
-# model-parallel rules; unnamed logical axes are replicated.
+# Logical axis -> mesh axes, MaxText/t5x style: an experiment picks a table and
+# a mesh (`config.sharding.rules = MODEL_PARALLEL_RULES`, `config.mesh.model = 2`).
+# Unnamed logical axes are replicated, and a mesh axis of size 1 splits nothing,
+# so every table fits every mesh. Models name two kinds of axes: "narrow" ones
+# that a layer reads whole (`embed`; `conv_in`, channels a channel split keeps
+# whole) and "wide" ones that consecutive layers split and then reduce (`mlp`,
+# `heads`, `conv_out`); a kernel never carries two of either kind.
+# Only the batch split: synchronous data parallelism over data (and fsdp).
 DATA_PARALLEL_RULES = (("batch", ("data", "fsdp")),)
+# ZeRO-3 / FSDP: parameters and optimizer state split along their narrow axis
+# over fsdp; jit all-gathers each layer's weights where it runs. Kernels with
+# no narrow axis (a first conv, whose input is the image; a classifier after
+# an odd number of hidden layers) stay replicated.
+FSDP_RULES = DATA_PARALLEL_RULES + (("embed", "fsdp"), ("conv_in", "fsdp"))
+# Megatron tensor parallelism and the convolutions' channel split: the wide
+# axes over model (column then row splits). On a mesh data x model it is
+# DistBelief's data x model parallelism.
+MODEL_PARALLEL_RULES = DATA_PARALLEL_RULES + (
+    ("mlp", "model"), ("heads", "model"), ("conv_out", "model"))
+# Both: the batch rule first, so activations keep fsdp for the batch.
+FSDP_MODEL_PARALLEL_RULES = FSDP_RULES + MODEL_PARALLEL_RULES[1:]
 
 
 def default_config() -> ml_collections.ConfigDict:

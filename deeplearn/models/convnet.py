@@ -18,6 +18,22 @@ max. On XLA:CPU that is about 2x faster than `nn.max_pool` for this net (SGD ste
 batch 100, 2 cores: 3,700-3,850 against 1,850-1,950 examples/s, November 2026). Like
 `nn.max_pool(..., padding="VALID")` and PyTorch's max_pool2d, rows and columns that do
 not fill a whole window are dropped (output size floor(size / window)).
+
+Channel split (model parallelism of convolutions, the Megatron pattern applied
+to channels): conv i names its output channels `conv_out` when i is even and
+`conv_in` when odd, so the kernels alternate [kh, kw, conv_in, conv_out] /
+[kh, kw, conv_out, conv_in] (the first conv's input, the image, is unnamed).
+The rule `conv_out -> model` makes the even convs column splits (each device
+computes its share of the output channels, no communication) and the odd
+convs row splits (each device's input channels give a partial sum; one
+all-reduce), so no kernel asks one mesh axis to split two of its dimensions.
+The flattened features are `embed`, whole, and the dense head alternates
+(embed, mlp) / (mlp, embed) as the MLP does. The tables are in
+deeplearn/config.py: with MODEL_PARALLEL_RULES and a mesh data x model every
+conv and dense kernel of `DIGITS` and of the EE-559 net is split over `model`
+(DistBelief's data x model parallelism). Block outputs, the flattened
+features and hidden activations carry `nn.with_logical_constraint` names; those
+act only when the train step sets the rules and a mesh (train.MeshStep).
 """
 
 from typing import Sequence
@@ -81,14 +97,23 @@ class ConvNet(nn.Module):
                        f"config.model.features={self.features}")
     x = inputs[..., None] if inputs.ndim == 3 else inputs
     k = self.kernel_size
-    for features, pool in zip(self.features, self.pools):
+    channels = None  # the image's own channels (1 or 3) are never split
+    for i, (features, pool) in enumerate(zip(self.features, self.pools)):
+      # Channel split: conv i names its output channels "conv_out" (split) when
+      # i is even and "conv_in" (whole) when odd, so kernels alternate
+      # (.., conv_in, conv_out) / (.., conv_out, conv_in): column, then row.
+      out = "conv_out" if i % 2 == 0 else "conv_in"
       x = nn.Conv(features, (k, k), padding=self.padding, use_bias=not self.batch_norm,
-                  dtype=self.dtype, **logical_init(None, None, "conv_in", "conv_out"))(x)
+                  dtype=self.dtype, **logical_init(None, None, channels, out))(x)
       if self.batch_norm:
-        x = apply_batch_norm(x, train, "conv_out", self.bn_axis_name, self.dtype)
+        x = apply_batch_norm(x, train, out, self.bn_axis_name, self.dtype)
       # Pool before relu, as the lecture's net does; the two commute for max-pooling.
       x = nn.relu(block_max_pool(x, pool))
-    x = x.reshape(x.shape[0], -1)  # [batch, H' * W' * C']
+      x = nn.with_logical_constraint(x, ("batch", None, None, out))
+      channels = out
+    # [batch, H' * W' * C'], whole: after an odd number of convs the split
+    # channels are gathered here.
+    x = nn.with_logical_constraint(x.reshape(x.shape[0], -1), ("batch", "embed"))
     # Dense kernels alternate (embed, mlp) / (mlp, embed), as in the MLP family.
     axes = ("embed", "mlp")
     for width in self.hidden_sizes:
@@ -97,7 +122,7 @@ class ConvNet(nn.Module):
                    **logical_init(*axes))(x)
       if self.batch_norm:
         x = apply_batch_norm(x, train, axes[1], self.bn_axis_name, self.dtype)
-      x = nn.relu(x)
+      x = nn.with_logical_constraint(nn.relu(x), ("batch", axes[1]))
       axes = axes[::-1]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)

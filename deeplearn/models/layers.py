@@ -3,7 +3,10 @@ default initialiser (to replicate PyTorch reference models) and the activation l
 
 Logical axis names (`embed`, `mlp`, `vocab`, `conv_in`, `conv_out`, ...) are attached
 to parameters at init time; an experiment's sharding rules map them to mesh axes
-(see ARCHITECTURE.md, "Sharding is data, not code").
+(see ARCHITECTURE.md, "Sharding is data, not code", and the rule tables in
+deeplearn/config.py). Narrow names (`embed`, `conv_in`) are axes a layer reads
+whole; wide ones (`mlp`, `heads`, `conv_out`) are those that tensor parallelism
+splits; consecutive layers alternate the two.
 """
 
 import jax

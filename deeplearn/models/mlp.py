@@ -8,6 +8,14 @@ parameters, about 68% test accuracy. Its second layer is residual,
 
 `batch_norm=True` normalises each hidden layer's pre-activations over the batch
 (Ioffe & Szegedy, ICML 2015); see `bn_axis_name` for data-parallel training.
+
+Tensor parallelism (Megatron, Shoeybi et al. 2019): layer i's outputs are named
+`mlp` when i is even and `embed` when odd, so the kernels alternate
+(embed, mlp) / (mlp, embed) and the rule `mlp -> model` splits them by columns
+then rows: one all-reduce per pair of layers. The classifier is (mlp, vocab)
+after an odd number of hidden layers (a row split), else (embed, vocab).
+Activations carry logical names (`nn.with_logical_constraint`), applied only
+when the train step sets the rules and a mesh (train.MeshStep).
 """
 
 from typing import Sequence
@@ -57,17 +65,17 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, inputs, *, train: bool):
     act = activation(self.activation)
-    h = inputs.reshape(inputs.shape[0], -1)
+    h = nn.with_logical_constraint(inputs.reshape(inputs.shape[0], -1), ("batch", "embed"))
     for i, width in enumerate(self.hidden_sizes):
-      # Hidden activations live on the "mlp" axis; the data and every layer's input
-      # on "embed", so consecutive kernels alternate (embed, mlp) / (mlp, embed)
-      # as in a transformer's feed-forward block.
+      # The data is on "embed"; layer outputs alternate "mlp" / "embed", so
+      # consecutive kernels alternate (embed, mlp) / (mlp, embed), as in a
+      # transformer's feed-forward block.
       axes = ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed")
       y = nn.Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
                    **logical_init(*axes))(h)
       if self.batch_norm:  # BN's own bias replaces the Dense bias
         y = apply_batch_norm(y, train, axes[1], self.bn_axis_name, self.dtype)
-      y = act(y)
+      y = nn.with_logical_constraint(act(y), ("batch", axes[1]))
       y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
       h = h + y if self.residual and i > 0 and h.shape[-1] == width else y
     last = "mlp" if len(self.hidden_sizes) % 2 else "embed"
