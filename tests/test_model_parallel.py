@@ -150,3 +150,16 @@ def test_activation_constraints_act_only_with_rules_and_a_mesh(
     assert count() == 0  # no mesh: as in the pmap and shard_map towers
     with jax.set_mesh(mesh):
       assert count() == constraints
+
+
+def test_distbelief_experiment_splits_every_kernel_over_model(tfds_data_dir):
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "digits_convnet_distbelief.py"))
+  config.data.data_dir = tfds_data_dir
+  run = train.build(config)
+  assert (run.mesh.shape["data"], run.mesh.shape["model"]) == (4, 2)
+  kernels = {layer: params["kernel"].spec
+             for layer, params in run.state_shardings.params.items()}
+  assert kernels == {
+      "Conv_0": P(None, None, None, "model"), "Conv_1": P(None, None, "model", None),
+      "Dense_0": P(None, "model"), "Dense_1": P("model", None)}
