@@ -57,6 +57,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.seq_len = 0  # language models: tokens per training example
   c.data.num_workers = 0
   c.data.prepare = True
+  # Datasets TFDS prepares from files downloaded by hand (imagenet2012's
+  # tars); None: <data_dir>/downloads/manual, TFDS's default.
+  c.data.manual_dir = config_dict.placeholder(str)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"  # sgd | adagrad | adam | adamw
