@@ -6,15 +6,26 @@ import jax.numpy as jnp
 import optax
 
 
+# A model may `sow` (weight, logits) pairs into this collection in training:
+# auxiliary classifiers (GoogLeNet's side heads) whose cross-entropy on the same
+# targets the loss adds, times weight. Evaluation never sees them.
+AUX_LOGITS = "aux_logits"
+
+
 def apply_model(model, params, model_state, inputs, rng, train: bool):
-  """Runs the model; in training, mutable collections (batch_stats) update."""
+  """Runs the model -> (outputs, new model state, aux).
+
+  In training, mutable collections (batch_stats) update and `aux` is what the
+  model sowed into AUX_LOGITS, {name: ((weight, logits), ...)}; else {}.
+  """
   variables = {"params": params, **model_state}
   rngs = {"dropout": rng} if rng is not None else {}
-  if train and model_state:
-    outputs, new_state = model.apply(variables, inputs, train=True, rngs=rngs,
-                                     mutable=list(model_state))
-    return outputs, dict(new_state)
-  return model.apply(variables, inputs, train=train, rngs=rngs), model_state
+  if not train:
+    return model.apply(variables, inputs, train=False, rngs=rngs), model_state, {}
+  outputs, new_state = model.apply(variables, inputs, train=True, rngs=rngs,
+                                   mutable=[*model_state, AUX_LOGITS])
+  new_state = dict(new_state)
+  return outputs, new_state, new_state.pop(AUX_LOGITS, {})
 
 
 def finalize_mean(sums) -> dict:
@@ -54,14 +65,23 @@ class CrossEntropyTask:
             "count": jnp.sum(weights)}
 
   def loss(self, params, model_state, batch, rng):
-    logits, new_state = apply_model(
+    """Mean cross-entropy of the outputs plus, for every auxiliary head the
+    model sowed, weight x its mean cross-entropy (also reported alone as
+    `<head>_loss`). Accuracy is the main head's."""
+    logits, new_state, aux = apply_model(
         self.model, params, model_state, batch["inputs"], rng, train=True)
     targets = batch[self.target_key]
-    sums = self._sums(logits, targets, jnp.ones(targets.shape[0], jnp.float32))
+    ones = jnp.ones(targets.shape[0], jnp.float32)
+    sums = self._sums(logits, targets, ones)
+    for name, pairs in sorted(aux.items()):
+      for weight, aux_logits in pairs:
+        aux_loss = self._sums(aux_logits, targets, ones)["loss"]
+        sums[f"{name}_loss"] = sums.get(f"{name}_loss", 0.0) + aux_loss
+        sums["loss"] = sums["loss"] + weight * aux_loss
     return sums["loss"] / sums["count"], (sums, new_state)
 
   def eval_sums(self, params, model_state, batch):
-    logits, _ = apply_model(
+    logits, _, _ = apply_model(
         self.model, params, model_state, batch["inputs"], None, train=False)
     return self._sums(logits, batch[self.target_key], batch["mask"])
 
