@@ -42,8 +42,9 @@ def built(family):
 
 
 def test_importing_the_package_registers_every_family():
-  assert models.registered() == ["convnet", "linear", "mlp", "mnist1d_cnn", "mnist1d_gru",
-                                 "ngram_mlp", "transformer"]
+  assert models.registered() == ["alexnet", "convnet", "convnet_maxout", "googlenet", "lenet5",
+                                 "linear", "mlp", "mlp_maxout", "mnist1d_cnn", "mnist1d_gru",
+                                 "ngram_mlp", "resnet", "resnet9", "transformer", "vgg"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -150,8 +151,8 @@ def test_torch_gru_cell_is_flax_gru_cell_plus_hidden_gate_biases():
 
 
 def test_unknown_model_name_is_rejected_with_the_choices():
-  with pytest.raises(ValueError, match=r"config.model.name='resnet'.*'mlp'"):
-    models.get_model(ml_collections.ConfigDict(dict(name="resnet")))
+  with pytest.raises(ValueError, match=r"config.model.name='densenet'.*'mlp'"):
+    models.get_model(ml_collections.ConfigDict(dict(name="densenet")))
 
 
 def test_unknown_field_is_rejected_naming_the_key_and_valid_fields():
