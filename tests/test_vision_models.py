@@ -139,6 +139,8 @@ def test_every_param_has_logical_axis_names(family):
     assert len(spec) == param.ndim, (path, spec)
     assert names and set(names) <= LOGICAL_AXES, (path, spec)
     assert len(names) == len(set(names)), f"{path}: an axis name twice cannot be sharded"
+    if param.ndim == 4 and param.shape[2] in (1, 3):  # a first conv, on the image
+      assert spec[2] is None, f"{path}: an image's {param.shape[2]} channels cannot be split"
 
 
 def test_batch_norm_scale_and_bias_are_params_running_statistics_are_state():

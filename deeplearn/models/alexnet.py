@@ -55,10 +55,11 @@ class AlexNet(nn.Module):
     if min(inputs.shape[1:3]) < 63:  # smaller maps pool to nothing (NaN logits)
       raise ValueError(f"AlexNet needs images of at least 63x63, got {inputs.shape[1:3]}")
     x = inputs
-    for multiple, kernel, stride, pad, pool in LAYERS:
+    for i, (multiple, kernel, stride, pad, pool) in enumerate(LAYERS):
+      channels = "conv_in" if i else None  # the image's channels are never split
       x = nn.Conv(multiple * self.width, (kernel, kernel), strides=stride,
                   padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                  **logical_init(None, None, "conv_in", "conv_out"))(x)
+                  **logical_init(None, None, channels, "conv_out"))(x)
       x = nn.relu(x)
       if pool:  # overlapping windows (3, stride 2): not a reshape
         x = nn.max_pool(x, (3, 3), strides=(2, 2))

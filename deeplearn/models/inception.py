@@ -53,19 +53,21 @@ AUX_AFTER = ("4a", "4d")
 
 
 class ConvBN(nn.Module):
-  """torchvision's BasicConv2d: conv (no bias, padding k // 2) -> BN (eps 1e-3) -> relu."""
+  """torchvision's BasicConv2d: conv (no bias, padding k // 2) -> BN (eps 1e-3) -> relu.
+  in_axis: the logical name of the input channels (None for the image's)."""
   features: int
   kernel: int = 1
   strides: int = 1
   bn_axis_name: str | tuple[str, ...] | None = None
   dtype: jnp.dtype = jnp.float32
+  in_axis: str | None = "conv_in"
 
   @nn.compact
   def __call__(self, x, train: bool):
     pad = self.kernel // 2
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype,
-                **logical_init(None, None, "conv_in", "conv_out"))(x)
+                **logical_init(None, None, self.in_axis, "conv_out"))(x)
     # deeplearn.models.mlp.apply_batch_norm but with torchvision's epsilon 1e-3.
     x = nn.BatchNorm(
         use_running_average=not train, momentum=0.9, epsilon=1e-3,
@@ -139,7 +141,7 @@ class GoogLeNet(nn.Module):
 
   @nn.compact
   def __call__(self, inputs, *, train: bool):
-    x = ConvBN(64, 7, 2, self.bn_axis_name, self.dtype, name="conv1")(inputs, train)
+    x = ConvBN(64, 7, 2, self.bn_axis_name, self.dtype, in_axis=None, name="conv1")(inputs, train)
     x = max_pool_ceil(x, 3, 2)
     x = ConvBN(64, 1, 1, self.bn_axis_name, self.dtype, name="conv2")(x, train)
     x = ConvBN(192, 3, 1, self.bn_axis_name, self.dtype, name="conv3")(x, train)

@@ -55,9 +55,10 @@ class LeNet5(nn.Module):
 
     x = inputs[..., None] if inputs.ndim == 3 else inputs
     p = self.padding
-    for features, padding in ((6, ((p, p), (p, p))), (16, "VALID")):
+    # The image's channels are never split (None); C3 reads C1's channels whole.
+    for features, padding, channels in ((6, ((p, p), (p, p)), None), (16, "VALID", "conv_in")):
       x = nn.Conv(features, (5, 5), padding=padding, dtype=self.dtype,
-                  **logical_init(None, None, "conv_in", "conv_out"))(x)
+                  **logical_init(None, None, channels, "conv_out"))(x)
       x = pool(act(x))
     x = x.reshape(x.shape[0], -1)  # [batch, 400]
     x = act(nn.Dense(120, dtype=self.dtype, **logical_init("embed", "mlp"))(x))

@@ -114,9 +114,11 @@ class MaxoutConvNet(nn.Module):
                        f"config.model.features={self.features}")
     x = inputs[..., None] if inputs.ndim == 3 else inputs
     k = self.kernel_size
+    channels = None  # the image's channels are never split
     for features, pool in zip(self.features, self.pools):
       x = Maxout(features, self.pieces, (k, k), self.padding,
-                 kernel_axes=(None, None, "conv_in", "conv_out"), dtype=self.dtype)(x)
+                 kernel_axes=(None, None, channels, "conv_out"), dtype=self.dtype)(x)
+      channels = "conv_in"
       x = block_max_pool(x, pool)  # max over space after the max over pieces
     x = x.reshape(x.shape[0], -1)  # [batch, H' * W' * C']
     axes = ("embed", "mlp")

@@ -57,20 +57,22 @@ DEPTHS = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4
 
 
 class ConvBN(nn.Module):
-  """conv (no bias, symmetric padding k // 2 as torch's) -> batch norm [-> relu]."""
+  """conv (no bias, symmetric padding k // 2 as torch's) -> batch norm [-> relu].
+  in_axis: the logical name of the input channels (None for the image's)."""
   features: int
   kernel: int
   strides: int = 1
   relu: bool = True
   bn_axis_name: str | tuple[str, ...] | None = None
   dtype: jnp.dtype = jnp.float32
+  in_axis: str | None = "conv_in"
 
   @nn.compact
   def __call__(self, x, train: bool):
     pad = self.kernel // 2
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype,
-                **logical_init(None, None, "conv_in", "conv_out", kernel_init=he_normal))(x)
+                **logical_init(None, None, self.in_axis, "conv_out", kernel_init=he_normal))(x)
     x = apply_batch_norm(x, train, "conv_out", self.bn_axis_name, self.dtype)
     return nn.relu(x) if self.relu else x
 
@@ -123,7 +125,7 @@ class ResNet(nn.Module):
       raise ValueError(f"config.model.depth={self.depth}: ResNet has depth {sorted(DEPTHS)}")
     bottleneck, blocks = DEPTHS[self.depth]
     x = ConvBN(self.width, 7, 2, bn_axis_name=self.bn_axis_name, dtype=self.dtype,
-               name="stem")(inputs, train)
+               in_axis=None, name="stem")(inputs, train)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, n in enumerate(blocks):
       for i in range(n):
@@ -151,10 +153,11 @@ class ResNet9(nn.Module):
 
   @nn.compact
   def __call__(self, inputs, *, train: bool):
-    def conv(features, name):
-      return ConvBN(features, 3, bn_axis_name=self.bn_axis_name, dtype=self.dtype, name=name)
+    def conv(features, name, in_axis="conv_in"):
+      return ConvBN(features, 3, bn_axis_name=self.bn_axis_name, dtype=self.dtype,
+                    in_axis=in_axis, name=name)
 
-    x = conv(self.width, "prep")(inputs, train)
+    x = conv(self.width, "prep", in_axis=None)(inputs, train)
     for layer, (multiple, residual) in enumerate(((2, True), (4, False), (8, True)), 1):
       features = multiple * self.width
       x = block_max_pool(conv(features, f"layer{layer}")(x, train), 2)

@@ -68,11 +68,13 @@ class VGG(nn.Module):
     if min(inputs.shape[1:3]) < 32:  # five 2x2 pools: smaller maps pool to nothing
       raise ValueError(f"VGG needs images of at least 32x32, got {inputs.shape[1:3]}")
     x = inputs
+    channels = None  # the image's channels are never split
     for stage, convs in enumerate(STAGES[self.depth]):
       for _ in range(convs):
         x = nn.Conv(self.width * min(2 ** stage, 8), (3, 3), padding=((1, 1), (1, 1)),
                     use_bias=not self.batch_norm, dtype=self.dtype,
-                    **logical_init(None, None, "conv_in", "conv_out", kernel_init=he_normal))(x)
+                    **logical_init(None, None, channels, "conv_out", kernel_init=he_normal))(x)
+        channels = "conv_in"
         if self.batch_norm:
           x = apply_batch_norm(x, train, "conv_out", self.bn_axis_name, self.dtype)
         x = nn.relu(x)
