@@ -1,18 +1,20 @@
 """What a train step costs, read from its ahead-of-time compilation.
 
-  python -m deeplearn.inspect --config experiments/mnist1d_cnn.py
+  python -m deeplearn.inspect --config experiments/mnist1d_cnn.py --cpu_devices=4
   python -m deeplearn.inspect \\
-    --config experiments/shakespeare_transformer_fsdp_tp.py:gpt2 --topology v5e:2x2
+    --config experiments/shakespeare_transformer_fsdp_tp.py:gpt2 --topology v5e:4x4
 
 The experiment's own jitted step (`train.make_train_step`) is lowered with
-abstract inputs and compiled, nothing is run, for the configured mesh: on
+abstract inputs and compiled, nothing run, for the configured mesh: on
 `--cpu_devices` simulated CPU devices, or with `--topology` for a TPU slice
-through libtpu's topology descriptions (no TPU needed). The report gives the
-parameter and optimizer bytes per device, XLA's memory analysis (temporaries
-are the activation estimate), FLOPs (XLA cost analysis), every collective in
-the compiled HLO with its bytes per step beside the strategy's theoretical
-minimum, and for a TPU slice whether the step fits in HBM and a roofline
-estimate of its time. `--json PATH` writes the same numbers.
+through libtpu's topology descriptions (no TPU needed). The report, per
+device: parameter and optimizer bytes (from the state's shardings), XLA's
+memory analysis (its temporaries are the activation estimate), FLOPs and
+bytes accessed (XLA's cost analysis, which counts a loop body once: scaled
+by the loops' share of the matmul FLOPs read from the HLO), every collective
+in the compiled HLO with its bytes per step beside the strategy's minimum,
+and for a TPU slice whether the step fits in HBM and a roofline estimate of
+its time. `--json PATH` writes the same numbers.
 
 Collective bytes, one convention for measured and theoretical figures: the
 array a device holds in full at the collective, per execution, as the
@@ -22,23 +24,32 @@ that times the executions: collectives in a while loop (scanned layers,
 gradient accumulation) count once per iteration, the trip count read from
 the loop. Copies the TPU compiler makes of one collective (async collective
 fusion) share a channel id and count once. Rank-0 operands are metrics (loss,
-counts, the gradient norm) and are reported apart.
+counts, the gradient norm), reported apart.
 
 Theoretical minimum per parameter, for a mesh whose batch axes (the `batch`
 rule's) have more than one device: gradients are reduced over them once, and
-a parameter sharded over a batch axis (FSDP, ZeRO-3) is all-gathered once
-for the forward pass. Data parallel: an all-reduce of the gradient bytes;
-FSDP: an all-gather of the parameters and a reduce-scatter of the gradients
-(plus an all-reduce of the shard over batch axes that do not split it).
-Tensor parallelism adds per-layer activation all-reduces (Megatron: two in
-the forward and two in the backward pass of each block), reported, not
-included in the gradient / parameter comparison.
+a parameter sharded over a batch axis (FSDP, ZeRO-3) is all-gathered once.
+Data parallel: an all-reduce of the gradient bytes; FSDP: an all-gather of
+the parameters and a reduce-scatter of the gradients (plus an all-reduce of
+the shard over batch axes that do not split it). XLA:CPU reduces FSDP
+gradients with an all-reduce and keeps its slice (the same bytes by this
+convention, twice the traffic); the TPU compiler uses reduce-scatters.
+Tensor parallelism adds activation all-reduces (Megatron: two in the forward
+and two in the backward pass of each block), counted in the all-reduce
+theory and the overall ratio.
+
+HBM needed per device: arguments + outputs - outputs written in place of a
+donated argument + temporaries + the program, all from XLA's memory
+analysis: an upper bound on what is live at once. A TPU step that cannot fit
+is refused by the compiler itself; the report then says so, with the
+temporaries the compiler asked for.
 """
 
 import dataclasses
 import importlib.util
 import json
 import math
+import os
 import re
 import time
 
@@ -60,7 +71,7 @@ class Chip:
   hbm_bandwidth: float  # bytes/s
   ici_bandwidth: float  # bytes/s, bidirectional, all links of a chip
   dims: int  # 2: a 2D torus (v5e, v6e); 3: 3D (v4, v5p)
-  host_bounds: tuple  # chips per host
+  host_bounds: tuple  # chips per host (only process indices follow)
   chip_config: str  # libtpu's name: one JAX device per chip
 
 
@@ -75,11 +86,13 @@ GiB = 2**30
 #       2765 GB/s, ICI 1200 GB/s bidirectional per chip.
 #   v6e https://cloud.google.com/tpu/docs/v6e: 918 TFLOP/s, 32 GB,
 #       1638 GB/s, ICI 800 GB/s bidirectional per chip.
+# HBM capacities are taken as GiB: v5e's "16 GB" is 16 GiB (libtpu's
+# compiler refuses a v5e step beyond 15.75 GiB of HBM, the rest reserved).
 CHIPS = {
     "v4": Chip(32 * GiB, 275e12, 1200e9, 540e9, 3, (2, 2, 1), "megacore"),
-    "v5e": Chip(16e9, 197e12, 819e9, 400e9, 2, (2, 4, 1), "default"),
+    "v5e": Chip(16 * GiB, 197e12, 819e9, 400e9, 2, (2, 4, 1), "default"),
     "v5p": Chip(95 * GiB, 459e12, 2765e9, 1200e9, 3, (2, 2, 1), "default"),
-    "v6e": Chip(32e9, 918e12, 1638e9, 800e9, 2, (2, 4, 1), "default"),
+    "v6e": Chip(32 * GiB, 918e12, 1638e9, 800e9, 2, (2, 4, 1), "default"),
 }
 TOPOLOGY_EXAMPLES = "v4:2x2x1, v5e:2x2, v5e:4x4, v5e:16x16, v5p:2x2x2, v6e:8x8"
 
@@ -135,6 +148,7 @@ class Report:
   theory_tp_activations: int  # tensor-parallel activation all-reduces
   lower_s: float
   compile_s: float
+  compile_error: str = ""  # the TPU compiler's, when the step cannot fit
   chip: dict | None = None
   fits: bool | None = None
   roofline: dict | None = None
@@ -185,6 +199,9 @@ def topology_devices(name: str) -> list:
         "--topology compiles through libtpu, which is not installed: run"
         " pip install -e '.[tpu]' (it brings the libtpu matching jax).")
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  # libtpu takes a lock file for the TPU of the machine; compiling touches
+  # no TPU, so let other processes (pytest workers, a second inspect) in.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   dims = [int(d) for d in dims] + [1] * (3 - len(dims))
   bounds = tuple(min(b, d) for b, d in zip(chip.host_bounds, dims))
   topology = topologies.get_topology_desc(
@@ -237,17 +254,32 @@ def inspect_step(config, devices=None, topology: str | None = None,
   with jax.set_mesh(run.mesh):
     lowered = train.make_train_step(run).lower(state, batch)
   t1 = time.perf_counter()
-  compiled = lowered.compile()
+  compile_error = ""
+  try:
+    compiled = lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    # The TPU compiler refuses a step that cannot fit in HBM: report that.
+    if not (topology and "RESOURCE_EXHAUSTED" in str(e)):
+      raise
+    compiled, compile_error = None, str(e).splitlines()[0]
   t2 = time.perf_counter()
 
-  mem = compiled.memory_analysis()
-  memory = {key: int(getattr(mem, f"{key}_size_in_bytes", 0) or 0) for key in
-            ("argument", "output", "alias", "temp", "generated_code")}
-  cost = compiled.cost_analysis()
-  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
-  module = HloModule(compiled.as_text())
-  collectives, unknown = parse_collectives(module)
-  matmul_flops, matmul_once = module.matmul_flops()
+  if compiled is not None:
+    mem = compiled.memory_analysis()
+    memory = {key: int(getattr(mem, f"{key}_size_in_bytes", 0) or 0) for key
+              in ("argument", "output", "alias", "temp", "generated_code")}
+    cost = compiled.cost_analysis()
+    cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+    module = HloModule(compiled.as_text())
+    collectives, unknown = parse_collectives(module)
+    matmul_flops, matmul_once = module.matmul_flops()
+  else:  # the state and batch, and the temporaries the compiler names
+    needed = re.search(r"temporaries \(([\d.]+)G\)", compile_error)
+    arguments = _bytes((state, batch), per_device=True)
+    memory = {"argument": arguments, "output": arguments, "alias": arguments,
+              "temp": int(float(needed.group(1)) * GiB) if needed else 0,
+              "generated_code": 0}
+    cost, collectives, unknown, matmul_flops, matmul_once = {}, [], 0, 0.0, 0.0
   # XLA's cost analysis counts a loop body once: scale it by the loops'
   # share of the matmul FLOPs (exact for models without loops).
   loops = matmul_flops / matmul_once if matmul_once else 1.0
@@ -276,12 +308,12 @@ def inspect_step(config, devices=None, topology: str | None = None,
       collectives=collectives, unknown_trip_counts=unknown,
       theory=gradient_theory(run, state),
       theory_tp_activations=tp_activation_theory(run),
-      lower_s=t1 - t0, compile_s=t2 - t1)
+      lower_s=t1 - t0, compile_s=t2 - t1, compile_error=compile_error)
   if topology:
     chip = CHIPS[topology.partition(":")[0]]
     report.chip = {"name": topology.partition(":")[0], **dataclasses.asdict(chip)}
-    report.fits = report.hbm_bytes_needed <= chip.hbm_bytes
-    report.roofline = roofline(report, chip)
+    report.fits = report.hbm_bytes_needed <= chip.hbm_bytes and not compile_error
+    report.roofline = roofline(report, chip) if compiled is not None else None
   return report
 
 
@@ -463,20 +495,47 @@ class HloModule:
         out = _arrays(type_)
         if len(arrays) < 2 or not out:
           continue
-        if opcode == "dot":
+        if opcode == "dot":  # out elements x contracted length
           dims = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", attrs)
           depth = math.prod(arrays[0][1][int(d)] for d in
                             (dims.group(1).split(",") if dims and dims.group(1)
                              else []))
-        else:  # kernel elements per output: all but its output features
-          labels = re.search(r"dim_labels=\w*_(\w*)->", attrs)
-          kernel = arrays[1][1]
-          out_dim = labels.group(1).find("o") if labels else -1
-          depth = math.prod(kernel) // max(kernel[out_dim], 1) if kernel else 1
-        flops = 2.0 * math.prod(out[0][1]) * depth
+          flops = 2.0 * math.prod(out[0][1]) * depth
+        else:
+          flops = _conv_flops(arrays[0][1], arrays[1][1], out[0][1], attrs)
         per_step += flops * self.executions(comp)
         once += flops
     return per_step, once
+
+
+def _conv_flops(lhs, rhs, out, attrs) -> float:
+  """A convolution's multiply-adds x 2, as XLA counts them: per output
+  element, the input features of its group times the window positions that
+  land on input (not padding, not the holes of a dilated input; the TPU
+  compiler writes batched matmuls as such convolutions)."""
+  labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", attrs)
+  if not labels:
+    return 0.0
+  lhs_l, rhs_l, out_l = labels.groups()
+  window = re.search(r"window=\{([^}]*)\}", attrs)
+  fields = dict(f.split("=") for f in (window.group(1).split() if window else ()))
+  spatial = [c for c in out_l if c.isdigit()]
+
+  def field(name, d, default):
+    values = fields.get(name)
+    return int(values.split("x")[d].split("_")[0]) if values else default
+
+  flops = 2.0 * out[out_l.index("b")] * out[out_l.index("f")] * rhs[rhs_l.index("i")]
+  for d, c in enumerate(spatial):
+    o = np.arange(out[out_l.index(c)])[:, None]
+    k = np.arange(field("size", d, 1))[None, :]
+    dilation = field("lhs_dilate", d, 1)
+    index = o * field("stride", d, 1) + k * field("rhs_dilate", d, 1) - field(
+        "pad", d, 0)
+    valid = ((index >= 0) & (index <= (lhs[lhs_l.index(c)] - 1) * dilation)
+             & (index % dilation == 0))
+    flops *= int(valid.sum())
+  return flops
 
 
 def parse_collectives(hlo: "str | HloModule") -> tuple[list[Collective], int]:
@@ -551,7 +610,7 @@ def roofline(report: Report, chip: Chip) -> dict:
 
 
 def _size(n: float) -> str:
-  for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+  for unit, scale in (("GiB", GiB), ("MiB", 2**20), ("KiB", 2**10)):
     if abs(n) >= scale:
       return f"{n / scale:.3g} {unit}"
   return f"{n:.0f} B"
@@ -562,11 +621,11 @@ def _time(s: float) -> str:
 
 
 def fits_line(report: Report) -> str:
-  need, has = report.hbm_bytes_needed, report.chip["hbm_bytes"]
+  need, has = report.hbm_bytes_needed / GiB, report.chip["hbm_bytes"] / GiB
   if report.fits:
-    return f"fits: {need / 1e9:.2f} of {has / 1e9:.1f} GB ({need / has:.0%})"
-  return (f"does NOT fit: needs {need / 1e9:.2f} GB, has {has / 1e9:.1f} GB"
-          f" ({(need - has) / 1e9:.2f} GB over)")
+    return f"fits: {need:.2f} of {has:.0f} GiB ({need / has:.0%})"
+  return (f"does NOT fit: needs {need:.2f} GiB, has {has:.0f} GiB"
+          f" ({need - has:.2f} GiB over)")
 
 
 def format_report(report: Report, top: int = 12) -> str:
@@ -575,8 +634,10 @@ def format_report(report: Report, top: int = 12) -> str:
   mesh = " ".join(f"{k}={v}" for k, v in report.mesh.items())
   lines = [
       f"{report.config} on {report.target}, mesh {mesh}",
-      f"compiled ahead of time in {report.compile_s:.1f} s (lowered in"
-      f" {report.lower_s:.1f} s)",
+      (f"the compiler refused the step after {report.compile_s:.1f} s:"
+       f" {report.compile_error}" if report.compile_error else
+       f"compiled ahead of time in {report.compile_s:.1f} s (lowered in"
+       f" {report.lower_s:.1f} s)"),
       "",
       "memory per device",
       f"  parameters         {_size(report.param_bytes_per_device):>10}"
@@ -592,6 +653,10 @@ def format_report(report: Report, top: int = 12) -> str:
       f"  program            {_size(mem['generated_code']):>10}",
       f"  needed             {_size(report.hbm_bytes_needed):>10}"
       + (f"   {fits_line(report)}" if report.chip else ""),
+  ]
+  if report.compile_error:  # no program: nothing more to read
+    return "\n".join(lines)
+  lines += [
       "",
       "per device per step (XLA cost analysis, loop bodies times their trip"
       " count)",
