@@ -139,7 +139,7 @@ class ResNet(nn.Module):
 
 @register("resnet9")
 class ResNet9(nn.Module):
-  """The DAWNBench CIFAR-10 ResNet-9. inputs: [batch, H, W, C], H, W divisible by 8
+  """The DAWNBench CIFAR-10 ResNet-9. inputs: [batch, H, W, C], H, W >= 8
   (32x32 CIFAR). Returns [batch, num_classes].
 
   width: channels of the prep layer (64); layers 1-3 have 2, 4, 8 x width.
