@@ -3,7 +3,14 @@
 Deterministic (the order and the random preprocessing follow from the seed alone), sharded per
 process, checkpointable (the iterator's state is the index of the next batch). Batches are
 built whole, by index: the pipeline's per-step cost is a gather plus a few numpy ops, which
-keeps it far ahead of a small model's millisecond steps.
+keeps it far ahead of a small model's millisecond steps. A pp spec with per-example ops
+(`preprocess`'s docstring: resizing and cropping images of any size, as ImageNet's) instead
+reads the batch's examples one by one, runs those ops on each, and stacks the results; such
+datasets (an image feature without a fixed shape) are always read from disk, since decoded
+JPEGs are many times their encoded size.
+
+Datasets that TFDS prepares from files downloaded by hand (imagenet2012) look for them in
+config.data.manual_dir, by default <data_dir>/downloads/manual.
 
 A process's batches are slices of one global stream of local-size batches: batch j of process
 i is stream batch j * process_count + i. So global batch j, the processes' batches j laid side
@@ -30,6 +37,8 @@ from deeplearn.data.builders import BUILDERS
 IN_MEMORY_BYTES = 2 << 30
 # A bare `standardize` measures at most this many training examples, spread evenly.
 STATS_EXAMPLES = 50_000
+# ... and, when pp has per-example ops, this many at a time.
+STATS_CHUNK = 256
 # grain's default, 16 reader threads for each iterator, only costs time on these small batches.
 _READ = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
@@ -49,8 +58,9 @@ class DatasetInfo:
 def get_info(data_cfg) -> DatasetInfo:
   """The dataset's DatasetInfo; cached, so only the first call reads data."""
   return _info(data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("prepare", True),
-               data_cfg.get("seq_len"), data_cfg.get("train_split", "train"),
-               data_cfg.get("eval_split", "test"), data_cfg.get("pp_eval", ""))
+               data_cfg.get("manual_dir"), data_cfg.get("seq_len"),
+               data_cfg.get("train_split", "train"), data_cfg.get("eval_split", "test"),
+               data_cfg.get("pp_eval", ""))
 
 
 def train_dataset(data_cfg, *, seed: int, process_index: int,
@@ -61,10 +71,11 @@ def train_dataset(data_cfg, *, seed: int, process_index: int,
   train_split = data_cfg.get("train_split", "train")
   table = _table(builder, train_split, "config.data.train_split", data_cfg.get("seq_len"))
   pp = _preprocess(builder, data_cfg.get("pp_train", ""), "pp_train", train_split)
-  ds = grain.MapDataset.range(sys.maxsize).map(_ShuffledBatches(table, batch_size, seed))
+  ds = grain.MapDataset.range(sys.maxsize).map(_ShuffledIndices(len(table), batch_size, seed))
   # Random ops are seeded by the stream index, before the slice, so that no two processes
   # share augmentation draws.
-  ds = ds.random_map(pp.fn, seed=seed) if pp.random else ds.map(functools.partial(pp.fn, rng=None))
+  batch = _Preprocessed(table, pp)
+  ds = ds.random_map(batch, seed=seed) if pp.random else ds.map(functools.partial(batch, rng=None))
   ds = ds.map(_finalize).slice(slice(process_index, None, process_count))
   return _Batches(ds, data_cfg.get("num_workers", 0))
 
@@ -89,8 +100,8 @@ def eval_dataset(data_cfg, *, split: str | None = None, process_index: int,
                      "must see every example as it is")
   global_batch = batch_size * process_count
   num_stream_batches = math.ceil(len(table) / global_batch) * process_count
-  ds = grain.MapDataset.range(num_stream_batches).map(_PaddedBatches(table, batch_size))
-  ds = ds.map(functools.partial(pp.fn, rng=None)).map(_finalize)
+  ds = grain.MapDataset.range(num_stream_batches).map(_PaddedBatches(table, batch_size, pp))
+  ds = ds.map(_finalize)
   return ds.slice(slice(process_index, None, process_count)).to_iter_dataset(_READ)
 
 
@@ -158,46 +169,63 @@ class _BatchIterator(grain.DatasetIterator):
       self._it = None
 
 
-class _ShuffledBatches:
-  """Batch k of the endless stream of epochs, each epoch a new permutation of the split.
+class _ShuffledIndices:
+  """Example indices of batch k of the endless stream of epochs, each epoch a new permutation.
 
   grain's `shuffle` computes one permuted index per call, about 9 us each on this CPU, which
   alone holds mnist1d at ~1,000 batches/s; a numpy permutation per epoch is ~100x cheaper.
   The permutation of epoch e is drawn from numpy's Generator seeded with (seed, e).
   """
 
-  def __init__(self, table, batch_size, seed):
-    self.table, self.batch_size, self.seed = table, batch_size, seed
+  def __init__(self, num_examples, batch_size, seed):
+    self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
     self._perms = {}  # epoch -> permutation, for the current and the previous epoch
 
   def __call__(self, k):
-    n = len(self.table)
+    n = self.num_examples
     epoch, pos = np.divmod(np.arange(k * self.batch_size, (k + 1) * self.batch_size), n)
     idx = np.empty_like(pos)
     for e in np.unique(epoch):
       idx[epoch == e] = self._permutation(int(e))[pos[epoch == e]]
-    return self.table.take(idx)
+    return idx
 
   def _permutation(self, epoch):
     if epoch not in self._perms:
       self._perms = {e: p for e, p in self._perms.items() if e == epoch - 1}
-      self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(len(self.table))
+      self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
+          self.num_examples)
     return self._perms[epoch]
 
 
 @dataclasses.dataclass(frozen=True)
+class _Preprocessed:
+  """The table's examples `idx` as one batch through pp: `(idx, rng) -> batch`."""
+  table: "_Columns | _Records"
+  pp: preprocess.Op
+
+  def __call__(self, idx, rng):
+    return self.pp.fn(_gather(self.table, idx, self.pp), rng)
+
+
+@dataclasses.dataclass(frozen=True)
 class _PaddedBatches:
-  """Batch k of the split in order, past its end padded with zeros and marked by `mask`."""
+  """Batch k of the split in order, pp applied; past its end zeros, marked by `mask`."""
   table: "_Columns | _Records"
   batch_size: int
+  pp: preprocess.Op
 
   def __call__(self, k):
     pos = np.arange(k * self.batch_size, (k + 1) * self.batch_size)
     real = pos < len(self.table)
-    batch = self.table.take(np.minimum(pos, len(self.table) - 1))
+    batch = _Preprocessed(self.table, self.pp)(np.minimum(pos, len(self.table) - 1), None)
     batch = {name: np.where(real.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0).astype(v.dtype)
              for name, v in batch.items()}
     return {**batch, "mask": real.astype(np.float32)}
+
+
+def _gather(table, idx, pp):
+  # Per-example ops take the examples unstacked; the others, the whole batch at once.
+  return table.examples(idx) if pp.per_example else table.take(idx)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +239,9 @@ class _Columns:
   def take(self, idx) -> dict:
     return {name: v[idx] for name, v in self.columns.items()}
 
+  def examples(self, idx) -> list[dict]:
+    return [{name: v[i] for name, v in self.columns.items()} for i in idx]
+
 
 @dataclasses.dataclass(frozen=True)
 class _Records:
@@ -221,7 +252,10 @@ class _Records:
     return len(self.source)
 
   def take(self, idx) -> dict:
-    return _stack([_classification_example(self.source[int(i)]) for i in idx])
+    return preprocess.stack(self.examples(idx))
+
+  def examples(self, idx) -> list[dict]:
+    return [_classification_example(self.source[int(i)]) for i in idx]
 
 
 def _finalize(batch):
@@ -236,10 +270,6 @@ def _classification_example(example):
   # Models always take `inputs`: TFDS image datasets call them `image`.
   return {"inputs": example["image"] if "image" in example else example["inputs"],
           "label": example["label"]}
-
-
-def _stack(examples):
-  return {name: np.stack([np.asarray(ex[name]) for ex in examples]) for name in examples[0]}
 
 
 def _local_batch_size(data_cfg, key, process_index, process_count):
@@ -263,11 +293,12 @@ def _task(builder):
 
 
 def _open(data_cfg):
-  return _builder(data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("prepare", True))
+  return _builder(data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("prepare", True),
+                  data_cfg.get("manual_dir"))
 
 
 @functools.lru_cache(maxsize=None)
-def _builder(name, data_dir, prepare):
+def _builder(name, data_dir, prepare, manual_dir=None):
   """The prepared builder: ours for the offline datasets, otherwise the TFDS catalog's."""
   def make():
     if name in BUILDERS:
@@ -289,7 +320,23 @@ def _builder(name, data_dir, prepare):
       raise ValueError(f"config.data.prepare=False, but {name} is not prepared in "
                        f"{builder.data_dir}")
     try:
-      builder.download_and_prepare()
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    except AssertionError as e:
+      if not getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+        raise
+      # TFDS's message names the folder it looked in and the files it wants there.
+      raise ValueError(f"config.data.dataset={name!r} is prepared from files you download by "
+                       f"hand, and TFDS did not find them: {e}\nPut them in that folder, or "
+                       "set config.data.manual_dir to where they are, and run again: TFDS "
+                       "then prepares the dataset once, into config.data.data_dir.") from e
+    except ImportError as e:
+      if "tensorflow" not in str(e):
+        raise
+      raise ValueError(f"TFDS's {name} builder imports TensorFlow to prepare the dataset, "
+                       "once (reading it afterwards does not): pip install tensorflow-cpu for "
+                       "the preparation, or prepare it on another machine and point "
+                       "config.data.data_dir at a copy") from e
     except FileExistsError:
       # Processes sharing a data_dir race to prepare: the loser's final rename finds the
       # winner's copy, which is the same data. Read that one.
@@ -311,7 +358,15 @@ def _table(builder, split, key, seq_len):
       raise ValueError(f"config.data.seq_len={seq_len} leaves no window in {key}={split!r} "
                        f"({len(tokens)} tokens)")
     return _windows(tokens, seq_len)
-  return _examples(builder, split, _encoded_bytes(builder, split) <= IN_MEMORY_BYTES)
+  return _examples(builder, split,
+                   _fixed_size(builder) and _encoded_bytes(builder, split) <= IN_MEMORY_BYTES)
+
+
+def _fixed_size(builder):
+  """Whether every example's inputs have one shape (not so for ImageNet's images)."""
+  features = builder.info.features
+  name = next((n for n in ("image", "inputs") if n in features), None)
+  return name is None or None not in features[name].shape
 
 
 def _checked_source(builder, split, key):
@@ -339,7 +394,8 @@ def _examples(builder, split, in_memory):
   source = _source(builder, split)
   if not in_memory:
     return _Records(source)
-  return _Columns(_stack([_classification_example(source[i]) for i in range(len(source))]))
+  return _Columns(preprocess.stack([_classification_example(source[i])
+                                     for i in range(len(source))]))
 
 
 @functools.lru_cache(maxsize=16)
@@ -377,9 +433,15 @@ def _windows(tokens, seq_len):
 
 def _preprocess(builder, spec, key, train_split):
   try:
-    return preprocess.build(spec, stats=lambda prefix: _moments(builder, train_split, prefix))
+    pp = preprocess.build(spec, stats=lambda prefix: _moments(builder, train_split, prefix))
   except ValueError as e:
     raise ValueError(f"config.data.{key}={spec!r}: {e}") from e
+  if not pp.per_example and not _fixed_size(builder):
+    raise ValueError(f"config.data.{key}={spec!r}: {builder.name}'s images differ in size, so "
+                     "the spec must resize or crop each one before they are batched: start it "
+                     "with e.g. 'random_resized_crop(224)' for training, "
+                     "'resize_small(256)|central_crop(224)' for evaluation")
+  return pp
 
 
 @functools.lru_cache(maxsize=None)
@@ -388,12 +450,17 @@ def _moments(builder, split, prefix):
   table = _table(builder, split, "config.data.train_split", None)
   idx = np.unique(np.linspace(0, len(table) - 1, min(len(table), STATS_EXAMPLES)).astype(int))
   pp = preprocess.build(prefix, stats=lambda p: _moments(builder, split, p))
-  return preprocess.moments(pp.fn(table.take(idx), None)["inputs"])
+  if not pp.per_example:
+    return preprocess.moments(pp.fn(table.take(idx), None)["inputs"])
+  # Examples of any size are measured a chunk at a time: held whole, 50,000 ImageNet crops
+  # of 224x224 would take 7.5 GB.
+  chunks = np.array_split(idx, math.ceil(len(idx) / STATS_CHUNK))
+  return preprocess.pooled_moments(pp.fn(table.examples(c), None)["inputs"] for c in chunks)
 
 
 @functools.lru_cache(maxsize=None)
-def _info(name, data_dir, prepare, seq_len, train_split, eval_split, pp_eval):
-  builder = _builder(name, data_dir, prepare)
+def _info(name, data_dir, prepare, manual_dir, seq_len, train_split, eval_split, pp_eval):
+  builder = _builder(name, data_dir, prepare, manual_dir)
   task = _task(builder)
   keys = {**{s: "split" for s in builder.info.splits}, train_split: "config.data.train_split",
           eval_split: "config.data.eval_split"}
@@ -403,7 +470,7 @@ def _info(name, data_dir, prepare, seq_len, train_split, eval_split, pp_eval):
   else:  # counted and sampled without decoding whole splits
     num_examples = {s: len(_checked_source(builder, s, key)) for s, key in keys.items()}
     source = _checked_source(builder, eval_split, "config.data.eval_split")
-    first = _stack([_classification_example(source[0])])
+    first = [_classification_example(source[0])]
   inputs = _finalize(_preprocess(builder, pp_eval, "pp_eval", train_split).fn(first, None))
   vocab = _vocab(builder) if task == "language_model" else None
   return DatasetInfo(
