@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
+from deeplearn.models.mlp import apply_batch_norm
 from deeplearn.models.layers import logical_init
 from deeplearn.models.pooling import adaptive_avg_pool, max_pool_ceil
 
@@ -68,12 +69,8 @@ class ConvBN(nn.Module):
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype,
                 **logical_init(None, None, self.in_axis, "conv_out"))(x)
-    # deeplearn.models.mlp.apply_batch_norm but with torchvision's epsilon 1e-3.
-    x = nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-3,
-        axis_name=self.bn_axis_name, dtype=self.dtype,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("conv_out",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)))(x)
+    x = apply_batch_norm(x, train, "conv_out", self.bn_axis_name, self.dtype,
+                         epsilon=1e-3)  # torchvision's GoogLeNet epsilon
     return nn.relu(x)
 
 

@@ -27,14 +27,16 @@ from deeplearn.models import register
 from deeplearn.models.layers import activation, logical_init
 
 
-def apply_batch_norm(x, train: bool, axis: str, axis_name, dtype):
+def apply_batch_norm(x, train: bool, axis: str, axis_name, dtype, epsilon=1e-5):
   """Batch norm over all but the last axis of x, whose logical name is `axis`.
 
   Momentum 0.9 is PyTorch's default (its momentum=0.1): flax's 0.99 leaves the
   running statistics near their initial values for the first few hundred steps.
+  `epsilon` is PyTorch's and flax's default, 1e-5 (torchvision's GoogLeNet: 1e-3).
   """
   return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, axis_name=axis_name, dtype=dtype,
+      use_running_average=not train, momentum=0.9, epsilon=epsilon,
+      axis_name=axis_name, dtype=dtype,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis,)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis,)))(x)
 
