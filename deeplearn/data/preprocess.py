@@ -213,7 +213,8 @@ def standardize(mean, std=None):
 
   A bare `standardize` uses the train split's moments (per channel for images); explicit
   ones are scalars or one value per channel, `standardize((125.3, 123.0, 113.9), (63.0, 62.1,
-  66.7))`; `standardize("imagenet")` takes NAMED_MOMENTS' values, for 0..255 RGB pixels.
+  66.7))`; `standardize("imagenet")` takes NAMED_MOMENTS' values, for 0..255 RGB pixels
+  (measuring them decodes and resizes 50,000 ImageNet JPEGs at the start of every run).
   """
   if isinstance(mean, str):
     if mean not in NAMED_MOMENTS or std is not None:
