@@ -42,6 +42,10 @@ FSDP_MODEL_PARALLEL_RULES = FSDP_RULES + MODEL_PARALLEL_RULES[1:]
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = ""  # "" = the dataset's own task (classification / language_model)
+  c.loss = ml_collections.ConfigDict()
+  # Training targets (1 - s) one-hot + s / classes (Szegedy et al. 2016);
+  # evaluation keeps the plain cross-entropy.
+  c.loss.label_smoothing = 0.0
 
   c.model = ml_collections.ConfigDict({"name": ""})
 
@@ -62,14 +66,15 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.manual_dir = config_dict.placeholder(str)
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"  # sgd | adagrad | adam | adamw
+  c.optimizer.name = "adam"  # sgd | adagrad | adam | adamw | lars | lamb
   c.optimizer.learning_rate = 1e-3
-  c.optimizer.momentum = 0.0  # sgd
+  c.optimizer.momentum = 0.0  # sgd, lars
+  c.optimizer.trust_coefficient = 0.001  # lars
   c.optimizer.nesterov = False  # sgd
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.0  # decoupled (adamw)
+  c.optimizer.weight_decay = 0.0  # built into adamw, lars, lamb
   c.optimizer.l2 = 0.0  # coupled: l2 * w added to the gradient
   # Which parameters weight_decay / l2 shrink: all | kernels (kernels and
   # embeddings, not biases or norm scales: GPT-2 / nanoGPT's split).
@@ -235,7 +240,7 @@ RESUME_SAFE = (
     "train.num_steps", "train.num_epochs", "train.log_every",
     "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.progress", "train.nonfinite", "train.max_nonfinite_skips",
-    "data.data_dir", "data.num_workers", "data.eval_batch_size",
+    "data.data_dir", "data.manual_dir", "data.num_workers", "data.eval_batch_size",
     "data.eval_split", "data.prepare", "eval", "mesh", "sharding")
 # The run's length, which a schedule with decay_steps=0 decays over.
 _RUN_LENGTH = ("train.num_steps", "train.num_epochs")
@@ -312,5 +317,19 @@ def _tuples(value):
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-  """Reads a stored config (JSON, never executed) back into a ConfigDict."""
-  return ml_collections.ConfigDict(_tuples(json.loads(text)))
+  """Reads a stored config (JSON, never executed) back into a ConfigDict.
+
+  Keys added to default_config() since the run was stored take their
+  defaults, which is what that run used."""
+  return ml_collections.ConfigDict(
+      _defaults_under(default_config().to_dict(), _tuples(json.loads(text))))
+
+
+def _defaults_under(defaults: dict, stored: dict) -> dict:
+  merged = dict(defaults)
+  for key, value in stored.items():
+    if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+      merged[key] = _defaults_under(defaults[key], value)
+    else:
+      merged[key] = value
+  return merged

@@ -1,7 +1,7 @@
 """Optimizers and learning-rate schedules as optax chains built from config.
 
 The lecture's optimisation tricks map to optax pieces: momentum / Nesterov
-(`optax.sgd`), AdaGrad, Adam(W); step, exponential and cosine decay with
+(`optax.sgd`), AdaGrad, Adam(W), and the large-batch LARS and LAMB; step, exponential and cosine decay with
 linear warmup; gradient clipping by global norm; L2 weight decay added to the
 gradient (coupled) or to the update (decoupled, AdamW), on every parameter
 or, with `decay_mask="kernels"`, on kernels and embeddings only. Parameter averaging
@@ -15,7 +15,9 @@ import optax
 
 from deeplearn.config import did_you_mean
 
-OPTIMIZERS = ("sgd", "adagrad", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adagrad", "adam", "adamw", "lars", "lamb")
+# Optimizers whose own update applies config.optimizer.weight_decay.
+DECOUPLED_DECAY = ("adamw", "lars", "lamb")
 SCHEDULES = ("constant", "exponential", "step", "cosine")
 DECAY_MASKS = ("all", "kernels")
 # Leaf names of the weights `decay_mask="kernels"` decays: flax's Dense / Conv
@@ -84,19 +86,42 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule):
     core = optax.adagrad(schedule, eps=opt_cfg.eps)
   elif name == "adam":
     core = optax.adam(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
-  else:  # adamw
+  elif name == "adamw":
     core = optax.adamw(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
                        weight_decay=opt_cfg.weight_decay, mask=mask)
-  if opt_cfg.weight_decay and name != "adamw":
+  elif name == "lars":
+    # You et al. 2017: SGD with momentum whose per-layer step is scaled by
+    # trust_coefficient * |w| / |g + wd w|. With decay_mask="kernels" biases
+    # and norm scales get neither decay nor the trust ratio (Goyal et al.'s
+    # and MLPerf's ResNet-50 practice).
+    core = optax.lars(schedule, weight_decay=opt_cfg.weight_decay,
+                      weight_decay_mask=mask or True,
+                      trust_ratio_mask=mask or True,
+                      trust_coefficient=opt_cfg.trust_coefficient,
+                      momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov)
+  else:  # lamb: You et al. 2019, Adam's update scaled per layer by |w| / |u|
+    core = optax.lamb(schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps,
+                      weight_decay=opt_cfg.weight_decay, mask=mask)
+  if opt_cfg.weight_decay and name not in DECOUPLED_DECAY:
     raise ValueError(
-        f"config.optimizer.weight_decay is decoupled decay for adamw; for"
-        f" {name!r} use config.optimizer.l2 (added to the gradient).")
+        f"config.optimizer.weight_decay is the decay built into"
+        f" {', '.join(DECOUPLED_DECAY)}; for {name!r} use config.optimizer.l2"
+        " (added to the gradient).")
   chain = []
   if opt_cfg.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(opt_cfg.grad_clip_norm))
   if opt_cfg.l2:
     chain.append(optax.add_decayed_weights(opt_cfg.l2, mask=mask))
   return optax.chain(*chain, core)
+
+
+def linear_scaling(base_learning_rate: float, batch_size: int,
+                   base_batch_size: int = 256) -> float:
+  """Goyal et al. 2017's rule: the learning rate grows linearly with the batch,
+  `base_learning_rate * batch_size / base_batch_size` (0.1 per 256 images for
+  ResNet-50 with SGD). Pair it with a few epochs of linear warmup
+  (config.schedule.warmup_steps): large rates diverge from a random start."""
+  return base_learning_rate * batch_size / base_batch_size
 
 
 def average_step_size(opt_cfg, step):

@@ -100,7 +100,8 @@ def build(config, devices=None) -> Run:
       raise ValueError(f"config.model.{key}={config.model[key]}, but"
                        f" {info.name} has {value}.")
   model = models.get_model(config.model)
-  task = tasks.get_task(config.task or info.task, model, info)
+  task = tasks.get_task(config.task or info.task, model, info,
+                        config.loss.label_smoothing)
   num_steps = config_lib.num_train_steps(
       config, info.num_examples[config.data.train_split])
   schedule = optim.make_schedule(config.schedule,

@@ -104,7 +104,7 @@ def test_a_name_with_no_close_match_lists_the_choices_only(tfds_data_dir):
     train.build(config)
   message = str(error.value)
   assert "did you mean" not in message
-  assert "['sgd', 'adagrad', 'adam', 'adamw']" in message
+  assert "['sgd', 'adagrad', 'adam', 'adamw', 'lars', 'lamb']" in message
 
 
 def test_mesh_sizes_must_use_every_device(tfds_data_dir):

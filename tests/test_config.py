@@ -1,8 +1,10 @@
 """Config, mesh and optimizer construction: errors name the key and the fix."""
 
 import glob
+import json
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from deeplearn import config as config_lib, optim
+from deeplearn import config as config_lib, data, models, optim, tasks
 from deeplearn.parallel import mesh as mesh_lib, sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,3 +233,75 @@ def test_polyak_average_is_the_mean_of_the_iterates():
   for step, w in enumerate(iterates):
     avg = optax.incremental_update(w, avg, optim.average_step_size(cfg, step))
   np.testing.assert_allclose(avg, 3.0, rtol=1e-6)
+
+
+def test_a_stored_config_without_newer_keys_reads_back_with_their_defaults():
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny"))
+  stored = json.loads(config_lib.to_json(config))
+  del stored["loss"], stored["optimizer"]["decay_mask"]
+  back = config_lib.from_json(json.dumps(stored))
+  assert back.loss.label_smoothing == 0.0
+  assert back.optimizer.decay_mask == "all"
+  assert back.model.to_dict() == config.model.to_dict()
+  assert back.optimizer.learning_rate == config.optimizer.learning_rate
+
+
+def _layer_update(name, **kw):
+  """One step of `name` on a 2-layer tree with gradient g = w / 10."""
+  params = {"a": {"kernel": jnp.full((4, 4), 2.0), "bias": jnp.ones(4)},
+            "b": {"kernel": jnp.full((4, 2), 0.01)}}
+  grads = jax.tree.map(lambda w: w / 10, params)
+  cfg = _opt_cfg(name=name, learning_rate=1.0, **kw)
+  tx = optim.make_optimizer(cfg, optax.constant_schedule(1.0))
+  updates, _ = tx.update(grads, tx.init(params), params)
+  return params, updates
+
+
+def test_lars_scales_each_layer_step_by_its_trust_ratio():
+  params, updates = _layer_update("lars", momentum=0.9, trust_coefficient=0.001)
+  # |u| / |w| = trust_coefficient * lr for every layer, whatever its scale.
+  for path in (("a", "kernel"), ("b", "kernel"), ("a", "bias")):
+    w, u = params[path[0]][path[1]], updates[path[0]][path[1]]
+    np.testing.assert_allclose(jnp.linalg.norm(u) / jnp.linalg.norm(w), 1e-3,
+                               rtol=1e-5)
+  # decay_mask="kernels": the bias takes the plain momentum-SGD step.
+  params, updates = _layer_update("lars", momentum=0.9, decay_mask="kernels")
+  np.testing.assert_allclose(updates["a"]["bias"], -0.1 * params["a"]["bias"],
+                             rtol=1e-6)
+
+
+def test_lamb_steps_are_proportional_to_each_layers_norm():
+  params, updates = _layer_update("lamb", weight_decay=0.01)
+  ratios = [jnp.linalg.norm(updates[k]["kernel"]) / jnp.linalg.norm(
+      params[k]["kernel"]) for k in ("a", "b")]
+  np.testing.assert_allclose(ratios[0], ratios[1], rtol=1e-5)
+  np.testing.assert_allclose(ratios[0], 1.0, rtol=1e-4)  # lr 1: |u| = |w|
+
+
+def test_linear_scaling_rule():
+  assert optim.linear_scaling(0.1, 8192) == pytest.approx(3.2)
+  assert optim.linear_scaling(0.1, 128, base_batch_size=256) == 0.05
+
+
+def test_label_smoothing_trains_on_soft_targets_and_evaluates_plainly():
+  info = data.DatasetInfo(name="toy", num_examples={}, num_classes=4,
+                          vocab_size=None, vocab=None, input_shape=(3,),
+                          task="classification")
+  model = models.get_model({"name": "linear", "num_classes": 4})
+  task = tasks.get_task("classification", model, info, label_smoothing=0.2)
+  batch = {"inputs": jnp.ones((2, 3)), "label": jnp.array([0, 3]),
+           "mask": jnp.ones(2)}
+  variables = dict(nn.unbox(task.init_variables(jax.random.PRNGKey(0))))
+  params = variables.pop("params")
+  loss, _ = task.loss(params, variables, batch, jax.random.PRNGKey(1))
+  logp = jax.nn.log_softmax(model.apply({"params": params}, batch["inputs"],
+                                        train=False))
+  soft = jax.nn.one_hot(batch["label"], 4) * 0.8 + 0.2 / 4
+  np.testing.assert_allclose(loss, -jnp.mean(jnp.sum(soft * logp, -1)),
+                             rtol=1e-6)
+  plain = -jnp.sum(logp[jnp.arange(2), batch["label"]])
+  np.testing.assert_allclose(task.eval_sums(params, variables, batch)["loss"],
+                             plain, rtol=1e-6)
+  with pytest.raises(ValueError, match="label_smoothing=1.0"):
+    tasks.get_task("classification", model, info, label_smoothing=1.0)

@@ -20,9 +20,12 @@ from deeplearn.tasks.language_model import LanguageModel
 TASKS = {"classification": Classification, "language_model": LanguageModel}
 
 
-def get_task(name: str, model, info):
+def get_task(name: str, model, info, label_smoothing: float = 0.0):
   if name not in TASKS:
     raise ValueError(f"config.task={name!r} is not a task; "
                      f"{did_you_mean(name, TASKS)}use one of {sorted(TASKS)},"
                      " or '' for the dataset's own.")
-  return TASKS[name](model, info)
+  if not 0.0 <= label_smoothing < 1.0:
+    raise ValueError(f"config.loss.label_smoothing={label_smoothing} must be in"
+                     " [0, 1).")
+  return TASKS[name](model, info, label_smoothing)

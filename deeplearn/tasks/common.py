@@ -38,14 +38,17 @@ class CrossEntropyTask:
 
   Targets may carry extra axes (tokens in a sequence); a batch's `mask`
   [batch] weighs whole examples. Sums count every target position.
+  `label_smoothing` s trains on (1 - s) one-hot + s / classes targets; the
+  training `loss` is that objective, evaluation's the plain cross-entropy.
   """
   target_key: str
   input_dtype: jnp.dtype
   best_metric: tuple[str, str]
 
-  def __init__(self, model, info):
+  def __init__(self, model, info, label_smoothing: float = 0.0):
     self.model = model
     self.info = info
+    self.label_smoothing = label_smoothing
 
   def init_variables(self, rng, batch_size: int = 1):
     inputs = jnp.zeros((batch_size, *self.info.input_shape), self.input_dtype)
@@ -53,9 +56,14 @@ class CrossEntropyTask:
     return self.model.init({"params": params_rng, "dropout": dropout_rng},
                            inputs, train=False)
 
-  def _sums(self, logits, targets, weights):
-    losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), targets)  # targets.shape
+  def _sums(self, logits, targets, weights, smoothing=0.0):
+    logits = logits.astype(jnp.float32)
+    if smoothing:
+      soft = optax.smooth_labels(
+          jax.nn.one_hot(targets, logits.shape[-1]), smoothing)
+      losses = optax.softmax_cross_entropy(logits, soft)  # targets.shape
+    else:
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
     weights = jnp.broadcast_to(
         weights.reshape(weights.shape + (1,) * (targets.ndim - 1)),
@@ -72,10 +80,11 @@ class CrossEntropyTask:
         self.model, params, model_state, batch["inputs"], rng, train=True)
     targets = batch[self.target_key]
     ones = jnp.ones(targets.shape[0], jnp.float32)
-    sums = self._sums(logits, targets, ones)
+    smoothing = self.label_smoothing
+    sums = self._sums(logits, targets, ones, smoothing)
     for name, pairs in sorted(aux.items()):
       for weight, aux_logits in pairs:
-        aux_loss = self._sums(aux_logits, targets, ones)["loss"]
+        aux_loss = self._sums(aux_logits, targets, ones, smoothing)["loss"]
         sums[f"{name}_loss"] = sums.get(f"{name}_loss", 0.0) + aux_loss
         sums["loss"] = sums["loss"] + weight * aux_loss
     return sums["loss"] / sums["count"], (sums, new_state)
