@@ -11,7 +11,8 @@ The defaults are that network exactly, on [batch, 28, 28, 1]:
 
 For 8x8 sklearn digits use SAME padding and pools (2, 2) (see `DIGITS` below).
 `batch_norm=True` adds batch norm (Ioffe & Szegedy, ICML 2015) after every conv and
-hidden dense layer, before pooling and the nonlinearity.
+hidden dense layer, before pooling and the nonlinearity. `kernel_init`, `bias_init` and
+`last_layer_scale` are the MLP family's initialisation options.
 
 Pooling: the windows never overlap (window == stride), so pooling is a reshape and a
 max. On XLA:CPU that is about 2x faster than `nn.max_pool` for this net (SGD step,
@@ -42,7 +43,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import logical_init
+from deeplearn.models.layers import dense_inits
 from deeplearn.models.mlp import apply_batch_norm
 
 # Field values for the variant on 8x8x1 sklearn digits (13,706 parameters):
@@ -78,6 +79,8 @@ class ConvNet(nn.Module):
   bn_axis_name: axes the batch statistics are averaged over (cross-replica batch
     norm), set by the explicit steps of deeplearn.parallel.data_parallel; leave it
     None in configs (under jit with a sharded batch the statistics are global).
+  kernel_init, bias_init, last_layer_scale: as in the MLP family; bias_init is
+    every conv's and hidden dense layer's initial bias (none with batch_norm).
   """
   num_classes: int = 10
   features: Sequence[int] = (32, 64)
@@ -88,6 +91,9 @@ class ConvNet(nn.Module):
   dropout_rate: float = 0.0
   batch_norm: bool = False
   bn_axis_name: str | tuple[str, ...] | None = None
+  kernel_init: str = "lecun_normal"
+  bias_init: float = 0.0
+  last_layer_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -97,6 +103,7 @@ class ConvNet(nn.Module):
                        f"config.model.features={self.features}")
     x = inputs[..., None] if inputs.ndim == 3 else inputs
     k = self.kernel_size
+    inits = lambda *axes: dense_inits(axes, self.kernel_init, self.bias_init)  # noqa: E731
     channels = None  # the image's own channels (1 or 3) are never split
     for i, (features, pool) in enumerate(zip(self.features, self.pools)):
       # Channel split: conv i names its output channels "conv_out" (split) when
@@ -104,7 +111,7 @@ class ConvNet(nn.Module):
       # (.., conv_in, conv_out) / (.., conv_out, conv_in): column, then row.
       out = "conv_out" if i % 2 == 0 else "conv_in"
       x = nn.Conv(features, (k, k), padding=self.padding, use_bias=not self.batch_norm,
-                  dtype=self.dtype, **logical_init(None, None, channels, out))(x)
+                  dtype=self.dtype, **inits(None, None, channels, out))(x)
       if self.batch_norm:
         x = apply_batch_norm(x, train, out, self.bn_axis_name, self.dtype)
       # Pool before relu, as the lecture's net does; the two commute for max-pooling.
@@ -119,11 +126,12 @@ class ConvNet(nn.Module):
     for width in self.hidden_sizes:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
       x = nn.Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
-                   **logical_init(*axes))(x)
+                   **inits(*axes))(x)
       if self.batch_norm:
         x = apply_batch_norm(x, train, axes[1], self.bn_axis_name, self.dtype)
       x = nn.with_logical_constraint(nn.relu(x), ("batch", axes[1]))
       axes = axes[::-1]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, **dense_inits(
+        (axes[0], "vocab"), self.kernel_init, scale=self.last_layer_scale))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

@@ -30,7 +30,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import logical_init
+from deeplearn.models.layers import dense_inits, logical_init
 
 
 class Maxout(nn.Module):
@@ -40,18 +40,20 @@ class Maxout(nn.Module):
   else conv pieces, [batch, H, W, in] -> [batch, H', W', features].
   Output unit i is the max of linear outputs i * pieces ... (i + 1) * pieces - 1.
   kernel_axes: the logical names of the linear map's kernel.
+  kernel_init: its initialiser by name (deeplearn.models.layers.kernel_initializer).
   """
   features: int
   pieces: int = 2
   kernel_size: Sequence[int] | None = None
   padding: str = "SAME"
   kernel_axes: tuple = ("embed", "mlp")
+  kernel_init: str = "lecun_normal"
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     width = self.features * self.pieces
-    inits = logical_init(*self.kernel_axes)
+    inits = dense_inits(self.kernel_axes, self.kernel_init)
     if self.kernel_size is None:
       y = nn.Dense(width, dtype=self.dtype, **inits)(x)
     else:
@@ -67,12 +69,16 @@ class MaxoutMLP(nn.Module):
   hidden_sizes: maxout units per hidden layer; pieces: linear pieces per unit.
   dropout_rate: dropout on each hidden layer's output; input_dropout_rate: on the
     inputs (the paper: 0.5 and 0.2); only when train=True.
+  kernel_init, last_layer_scale: as in the MLP family (initialisers by name; the
+    classifier's initial kernel multiplied by last_layer_scale).
   """
   num_classes: int = 10
   hidden_sizes: Sequence[int] = (240, 240)
   pieces: int = 5
   dropout_rate: float = 0.0
   input_dropout_rate: float = 0.0
+  kernel_init: str = "lecun_normal"
+  last_layer_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -81,10 +87,12 @@ class MaxoutMLP(nn.Module):
     h = nn.Dropout(self.input_dropout_rate, deterministic=not train)(h)
     axes = ("embed", "mlp")  # alternating, as in the MLP family
     for width in self.hidden_sizes:
-      h = Maxout(width, self.pieces, kernel_axes=axes, dtype=self.dtype)(h)
+      h = Maxout(width, self.pieces, kernel_axes=axes, kernel_init=self.kernel_init,
+                 dtype=self.dtype)(h)
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
       axes = axes[::-1]
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(h)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, **dense_inits(
+        (axes[0], "vocab"), self.kernel_init, scale=self.last_layer_scale))(h)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax
 
 

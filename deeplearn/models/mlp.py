@@ -8,6 +8,8 @@ parameters, about 68% test accuracy. Its second layer is residual,
 
 `batch_norm=True` normalises each hidden layer's pre-activations over the batch
 (Ioffe & Szegedy, ICML 2015); see `bn_axis_name` for data-parallel training.
+Initialisation (`kernel_init`, `bias_init`, `last_layer_scale`): see
+deeplearn.models.layers.kernel_initializer.
 
 Tensor parallelism (Megatron, Shoeybi et al. 2019): layer i's outputs are named
 `mlp` when i is even and `embed` when odd, so the kernels alternate
@@ -24,7 +26,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import activation, logical_init
+from deeplearn.models.layers import activation, dense_inits
 
 
 def apply_batch_norm(x, train: bool, axis: str, axis_name, dtype, epsilon=1e-5):
@@ -54,6 +56,13 @@ class MLP(nn.Module):
     (cross-replica batch norm). Leave it None in configs: under jit with a
     sharded batch the statistics are already global, and the explicit steps of
     deeplearn.parallel.data_parallel set it themselves.
+  kernel_init: every kernel's initialiser by name: "lecun_normal" (fan-in
+    scaled), "he_normal" (for relu), "glorot_normal", "glorot_uniform" or a
+    fixed "normal(0.01)".
+  bias_init: the hidden layers' initial bias (0.1: relu units start active);
+    the classifier's stays 0. No effect with batch_norm (no hidden biases).
+  last_layer_scale: multiplies the classifier's initial kernel; 0.01 gives
+    near-equal initial logits (a near-uniform softmax).
   """
   num_classes: int = 10
   hidden_sizes: Sequence[int] = (100, 100)
@@ -62,6 +71,9 @@ class MLP(nn.Module):
   residual: bool = False
   batch_norm: bool = False
   bn_axis_name: str | tuple[str, ...] | None = None
+  kernel_init: str = "lecun_normal"
+  bias_init: float = 0.0
+  last_layer_scale: float = 1.0
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -74,12 +86,13 @@ class MLP(nn.Module):
       # transformer's feed-forward block.
       axes = ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed")
       y = nn.Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
-                   **logical_init(*axes))(h)
+                   **dense_inits(axes, self.kernel_init, self.bias_init))(h)
       if self.batch_norm:  # BN's own bias replaces the Dense bias
         y = apply_batch_norm(y, train, axes[1], self.bn_axis_name, self.dtype)
       y = nn.with_logical_constraint(act(y), ("batch", axes[1]))
       y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
       h = h + y if self.residual and i > 0 and h.shape[-1] == width else y
     last = "mlp" if len(self.hidden_sizes) % 2 else "embed"
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init(last, "vocab"))(h)
+    logits = nn.Dense(self.num_classes, dtype=self.dtype, **dense_inits(
+        (last, "vocab"), self.kernel_init, scale=self.last_layer_scale))(h)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax
