@@ -678,6 +678,12 @@ def format_report(report: Report, top: int = 12) -> str:
     ratio = f"{measured[kind] / theory:6.2f}" if theory else "     -"
     lines.append(f"  {kind:<18} {count:>6} {_size(measured[kind]):>12}"
                  f" {_size(theory) if theory else '-':>12}  {ratio}")
+  if report.theory.get("reduce-scatter"):
+    # XLA:CPU reduces FSDP gradients with all-reduces: compare the sum.
+    reduced = measured["all-reduce"] + measured["reduce-scatter"]
+    theory = report.theory["all-reduce"] + report.theory["reduce-scatter"] + tp
+    lines.append(f"  {'all-reduce+reduce-scatter':<25} {_size(reduced):>12}"
+                 f" {_size(theory):>12}  {reduced / theory:6.2f}")
   if tp:
     lines.append(f"  (all-reduce theory: {_size(tp)} of it tensor-parallel"
                  " activations, 2 forward + 2 backward per block)")
