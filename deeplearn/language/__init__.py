@@ -1,0 +1,2 @@
+"""Language and sequences: count-based n-gram language models (ngram.py) and the
+tokenised tiny shakespeare they are measured on (corpus.py)."""
