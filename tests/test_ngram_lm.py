@@ -137,10 +137,12 @@ def test_nltk_kneser_ney_gives_unknown_words_probability_zero(text):
   assert math.isinf(theirs.perplexity(nltk_test_ngrams(held_out, 2)))
   assert math.isinf(nltk_mode.perplexity(held_out))
   textbook = ngram.NgramLM(ngram.count_ngrams(train, 2), "kneser_ney", discount=0.1)
-  p = textbook.score("zounds", ["the"])
-  unigram = textbook.counts.continuations[1]  # N1+(. w)
-  floor = 0.1 * np.count_nonzero(unigram) / unigram.sum() / len(textbook.counts.support)
-  assert 0 < p < floor  # the floor, scaled by lambda(the) < 1
+  counts = textbook.counts
+  unigram = counts.continuations[1]  # N1+(. w)
+  floor = 0.1 * np.count_nonzero(unigram) / unigram.sum() / len(counts.support)
+  followers = sum(counts.count(["the", w]) > 0 for w in counts.vocab.tokens)
+  lambda_the = 0.1 * followers / counts.count(["the"])  # every "the" has a follower
+  assert textbook.score("zounds", ["the"]) == pytest.approx(lambda_the * floor, rel=1e-12)
   assert math.isfinite(textbook.perplexity(held_out))
 
 
@@ -157,7 +159,7 @@ def test_nltk_padding_predicts_extra_end_markers(text):
   ends = np.cumsum([len(s) + 2 for s in sentences]) - 1  # the second </s> of each
   np.testing.assert_array_equal(nltk_logprobs[ends], 0.0)
   ratio = nltk_mode.perplexity(sentences) / textbook.perplexity(sentences)
-  assert ratio < 0.95  # the free predictions lower nltk's perplexity
+  assert ratio < 0.95  # the free predictions lower it: measured 2.581 / 2.883 = 0.895
 
 
 TOY = ["the dog ran away", "the dog sat", "a dog ran", "the cat ran away"]
