@@ -3,10 +3,15 @@
 Goodfellow et al.'s permutation-invariant maxout network (deeplearn.models.maxout)
 sized for 64 inputs: two layers of 240 maxout units with 5 pieces each, dropout
 0.5 on the hidden layers and 0.2 on the inputs, as in the paper; inputs
-standardized by the training mean and std. Target: >= 96% test accuracy on
-the 360 test digits. `:tiny` is a seconds-long smoke setting.
+standardized by the training mean and std; Adam 1e-3, batch 64, 1,000 steps;
+369,610 parameters. Target: >= 96% test accuracy on the 360 test digits.
+`:tiny` is a seconds-long smoke setting.
 
   python -m deeplearn.train --config experiments/digits_mlp_maxout.py --workdir runs/maxout
+
+Measured 2026-11-22 on the shared 2-core machine, 1 device (benchmarks/ablations.py):
+99.2, 99.4, 99.2% test accuracy for seeds 0, 1, 2 (99.3 ± 0.1), 11.6 ± 0.3 s wall per
+run. Without the dropout: 99.0 ± 0.3 (the digits are too easy to overfit harmfully).
 """
 
 import ml_collections
