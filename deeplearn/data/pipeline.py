@@ -9,6 +9,10 @@ reads the batch's examples one by one, runs those ops on each, and stacks the re
 datasets (an image feature without a fixed shape) are always read from disk, since decoded
 JPEGs are many times their encoded size.
 
+A builder with `source` and `target` text features (deeplearn's `dates`) is a sequence to
+sequence dataset: its splits are tokenised once, in memory, by the chars of its `vocab`
+metadata, into `inputs` and `targets` padded to its `source_len` / `target_len` (`_pairs`).
+
 Datasets that TFDS prepares from files downloaded by hand (imagenet2012) look for them in
 config.data.manual_dir, by default <data_dir>/downloads/manual.
 
@@ -52,7 +56,7 @@ class DatasetInfo:
   vocab_size: int | None  # language modelling
   vocab: str | None       # language modelling: chars, index = token id
   input_shape: tuple      # one example's "inputs" after pp_eval
-  task: str               # "classification" or "language_model"
+  task: str               # "classification", "language_model" or "seq2seq"
 
 
 def get_info(data_cfg) -> DatasetInfo:
@@ -286,10 +290,13 @@ def _task(builder):
   features = builder.info.features
   if "text" in features:
     return "language_model"
+  if "source" in features and "target" in features:
+    return "seq2seq"
   if "label" in features and ("image" in features or "inputs" in features):
     return "classification"
   raise ValueError(f"{builder.name} has features {list(features)}: deeplearn reads "
-                   "(image or inputs, label) for classification, or text for language models")
+                   "(image or inputs, label) for classification, text for language models, or "
+                   "(source, target) for sequence to sequence")
 
 
 def _open(data_cfg):
@@ -358,6 +365,8 @@ def _table(builder, split, key, seq_len):
       raise ValueError(f"config.data.seq_len={seq_len} leaves no window in {key}={split!r} "
                        f"({len(tokens)} tokens)")
     return _windows(tokens, seq_len)
+  if _task(builder) == "seq2seq":
+    return _pairs(builder, split)
   return _examples(builder, split,
                    _fixed_size(builder) and _encoded_bytes(builder, split) <= IN_MEMORY_BYTES)
 
@@ -410,6 +419,31 @@ def _tokens(builder, split):
   if not np.array_equal(vocab_codes[ids], codes):
     raise ValueError(f"{builder.name}[{split}] has chars outside its vocab")
   return ids.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=16)
+def _pairs(builder, split):
+  """A seq2seq split as token ids: `inputs` [N, source_len] (the source, PAD after it) and
+  `targets` [N, target_len] (the target, EOS, PAD after it). PAD is "\x00" (id 0: the
+  vocab is sorted) and EOS "\x03" (deeplearn.data.builders.dates); the lengths come from
+  the builder's metadata."""
+  vocab, meta = _vocab(builder), builder.info.metadata
+  source = _source(builder, split)
+  examples = source.__getitems__(range(len(source)))  # one read: 7x faster than one by one
+  vocab_codes = np.frombuffer(vocab.encode("utf-32-le"), np.uint32)
+  columns = {}
+  for key, feature, end, length in (("inputs", "source", "", meta["source_len"]),
+                                    ("targets", "target", "\x03", meta["target_len"])):
+    texts = [_text(e[feature]) + end for e in examples]
+    if max(map(len, texts)) > length:
+      raise ValueError(f"{builder.name}[{split}] has a {feature} longer than {length}")
+    codes = np.frombuffer("".join(t.ljust(length, "\x00") for t in texts).encode("utf-32-le"),
+                          np.uint32).reshape(len(texts), length)
+    ids = np.searchsorted(vocab_codes, codes).clip(0, len(vocab) - 1)
+    if not np.array_equal(vocab_codes[ids], codes):
+      raise ValueError(f"{builder.name}[{split}] has chars outside its vocab")
+    columns[key] = ids.astype(np.int32)
+  return _Columns(columns)
 
 
 def _text(value):
@@ -467,12 +501,15 @@ def _info(name, data_dir, prepare, manual_dir, seq_len, train_split, eval_split,
   if task == "language_model":  # windows, from the tokens that are cheap to hold
     num_examples = {s: len(_table(builder, s, key, seq_len)) for s, key in keys.items()}
     first = _table(builder, eval_split, "config.data.eval_split", seq_len).take(np.arange(1))
+  elif task == "seq2seq":
+    num_examples = {s: len(_checked_source(builder, s, key)) for s, key in keys.items()}
+    first = _table(builder, eval_split, "config.data.eval_split", None).take(np.arange(1))
   else:  # counted and sampled without decoding whole splits
     num_examples = {s: len(_checked_source(builder, s, key)) for s, key in keys.items()}
     source = _checked_source(builder, eval_split, "config.data.eval_split")
     first = [_classification_example(source[0])]
   inputs = _finalize(_preprocess(builder, pp_eval, "pp_eval", train_split).fn(first, None))
-  vocab = _vocab(builder) if task == "language_model" else None
+  vocab = _vocab(builder) if task in ("language_model", "seq2seq") else None
   return DatasetInfo(
       name=name,
       num_examples=num_examples,

@@ -1,0 +1,54 @@
+"""A character-level LSTM language model on tiny shakespeare (char-rnn).
+
+Embedding 64 -> two LSTM layers of 256 -> logits over the 65 chars; Adam
+with gradient clipping (norm 1) and cosine decay. Sequences of 128 chars are
+trained with truncated BPTT in chunks of 64 (deeplearn/models/rnn.py): the
+state flows through all 128, gradients through at most 64 steps. 2,048
+tokens a step, as experiments/shakespeare_transformer.py. Metrics are per
+character (loss in nats, bits per char).
+
+  python -m deeplearn.train --config experiments/shakespeare_char_lstm.py --workdir runs/lstm
+  python -m deeplearn.sample --workdir runs/lstm --temperature 0.8 --length 500
+
+Measured: see the RESULTS note below (filled in from a run).
+"""
+
+import ml_collections
+
+from deeplearn.config import default_config
+
+
+def get_config(arg=None):
+  config = default_config()
+  config.model = ml_collections.ConfigDict({
+      "name": "rnn_lm", "vocab_size": 65, "embed_dim": 64, "hidden_size": 256,
+      "num_layers": 2, "cell": "lstm", "dropout_rate": 0.0, "bptt_len": 64, "unroll": 1})
+
+  config.data.dataset = "tiny_shakespeare"
+  config.data.seq_len = 128
+  config.data.batch_size = 16
+  config.data.eval_split = "validation"
+  config.data.eval_batch_size = 256
+
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 2e-3
+  config.optimizer.grad_clip_norm = 1.0
+  config.schedule.name = "cosine"
+  config.schedule.warmup_steps = 50
+  config.schedule.end_factor = 0.1
+
+  config.train.num_steps = 1000
+  config.train.log_every = 50
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 250
+
+  if arg == "tiny":
+    config.model.update(embed_dim=16, hidden_size=32, bptt_len=16)
+    config.data.seq_len = 32
+    config.data.eval_batch_size = 2048  # the validation split in one batch
+    config.train.num_steps = 20
+    config.schedule.warmup_steps = 5
+    config.train.update(log_every=5, eval_every=20, checkpoint_every=20)
+  elif arg:
+    raise ValueError(f"Unknown variant {arg!r}: use ':tiny' or none.")
+  return config
