@@ -9,7 +9,14 @@ train / 2,000 test pairs, test dates never seen in training in any style.
 
   python -m deeplearn.train --config experiments/dates_seq2seq_attention.py --workdir runs/dates
 
-Measured: see RESULTS below (filled in from a run).
+Measured on the 2-core development machine (2026-11-22, another training run
+sharing the cores): 519,967 parameters; held-out exact match (greedy decoding)
+99.8% at step 250 and 100.0% (2,000 / 2,000) from step 500 to 1,000; test loss
+0.00026 nats per token; 496 s wall for the 1,000 steps. Beam search (width 4)
+on the final checkpoint: also 100.0%. An attention map of the trained model
+(deeplearn.models.seq2seq.save_attention_png after greedy_decode) shows
+"Sunday, May 3rd 1998": the year digits attend to "1998" one to one, the month
+to "May", the day to "3".
 """
 
 import ml_collections
@@ -36,10 +43,10 @@ def get_config(arg=None):
   config.schedule.warmup_steps = 100
   config.schedule.end_factor = 0.05
 
-  config.train.num_steps = 2000
+  config.train.num_steps = 1000
   config.train.log_every = 100
-  config.train.eval_every = 500
-  config.train.checkpoint_every = 1000
+  config.train.eval_every = 250
+  config.train.checkpoint_every = 500
 
   if arg == "tiny":
     config.model.update(embed_dim=8, hidden_size=16, attention_dim=16)
