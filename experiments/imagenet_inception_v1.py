@@ -13,6 +13,9 @@ Inception-style random crops (8-100% of the area, aspect 3/4 to 4/3) that
 `random_resized_crop` implements. The model is torchvision's batch-norm
 GoogLeNet (deeplearn.models.inception, 13.0M parameters with the heads).
 ImageNet must be downloaded by hand (config.data.manual_dir). Not run here.
+`deeplearn.inspect` (2026-11-22, under TFDS mock data) on 8 CPU devices, 32
+images each: 2.76 GiB per device, 2.8e11 FLOPs per device per step (8.7
+GFLOP an image), 49.7 MiB of gradient all-reduces (1.00x the minimum).
 `:tiny` (32 px, a few steps; GoogLeNet has no width field) is what the tests
 run on TFDS mock data.
 
@@ -42,7 +45,8 @@ def get_config(arg=None):
   config.data.pp_eval = "resize_small(256)|central_crop(224)|standardize('imagenet')"
 
   config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = linear_scaling(0.01, BATCH, base_batch_size=32)  # 0.08
+  # BVLC's 0.01 at batch 32, scaled linearly: 0.08 at 256.
+  config.optimizer.learning_rate = linear_scaling(0.01, BATCH, base_batch_size=32)
   config.optimizer.momentum = 0.9
   config.optimizer.l2 = 2e-4
   config.optimizer.averaging = "ema"
@@ -61,6 +65,7 @@ def get_config(arg=None):
     config.data.pp_eval = "resize_small(36)|central_crop(32)|standardize('imagenet')"
     config.data.batch_size = 16
     config.data.eval_batch_size = 16
+    config.optimizer.learning_rate = linear_scaling(0.01, 16, base_batch_size=32)
     config.schedule.decay_steps = 2
     config.train.num_epochs = 0.0
     config.train.num_steps = 3

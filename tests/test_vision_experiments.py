@@ -3,6 +3,7 @@ simulated CPU devices (TFDS mock data for mnist, cifar10 and imagenet2012, whose
 random images of 5-49 px the tiny specs crop and resize; the real sklearn digits for
 the maxout MLP), and every full-size config builds the published model."""
 
+import json
 import os
 
 import jax
@@ -39,7 +40,10 @@ def train_tiny(config, workdir):
   summary = train.train_and_evaluate(config, workdir)
   assert summary["devices"] == 8
   assert summary["final"]["step"] == config.train.num_steps
-  assert np.isfinite(summary["final"]["loss"])
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    losses = [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
+  assert len(losses) >= 2 and np.isfinite(losses).all()
+  assert np.isfinite(summary["final"]["loss"])  # evaluation's
   return summary
 
 
