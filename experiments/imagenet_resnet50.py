@@ -1,42 +1,16 @@
-"""ResNet-50 on ImageNet with the large-batch recipe, data x fsdp parallel.
+"""ResNet-50 v1.5 on ImageNet, Goyal et al.'s large-batch recipe, data x fsdp=4.
 
-Goyal et al., "Accurate, large minibatch SGD: training ImageNet in 1 hour"
-(2017): batch 8192, SGD with momentum 0.9 at the linear scaling rule's
-0.1 x 8192 / 256 = 3.2 (`optim.linear_scaling`), reached by a linear warm-up
-over the first 5 epochs, weight decay 1e-4 on the kernels (not on batch norm's
-scale and bias), 90 epochs. Where this file differs: the decay after warm-up
-is a cosine to 0 (He et al., "Bag of tricks", 2019) rather than /10 at epochs
-30, 60, 80, and label smoothing 0.1 (Szegedy et al. 2016; also in the bag of
-tricks and MLPerf). ResNet-50 v1.5, 25.6M parameters; torchvision's
-augmentation (Inception-style random crops and flips) and 224 px evaluation
-crops of 256 px resized images. Mesh data x fsdp=4 with FSDP_RULES: the batch
-over all devices, the parameters and momentum split 4 ways (ZeRO-3; for a TPU
-pod slice or a GPU host of 4 or 8); needs a multiple of 4 devices.
-
-Variants (comma-separated, e.g. `:lars,tiny`):
-  lars     You et al.'s LARS as in the MLPerf v0.6 reference (mlcommons/training,
-           resnet_run_loop.py: lr 10 with 5 warm-up epochs for batches of 8k to
-           16k, weight decay 1e-4, label smoothing 0.1; its polynomial decay is a
-           cosine here); biases and norms get neither decay nor the trust ratio.
-  low_res  progressive resizing ("ImageNet in 18 minutes", fast.ai / DIU 2018):
-           the first 30 epochs at 128 px, with the full run's learning-rate
-           schedule (decay_steps is fixed, so the length may change). The plan
-           is to resume its checkpoint with the 224 px config (the parameters do
-           not depend on the image size); the resume check refuses that today,
-           because data.pp_train / pp_eval are not in config.RESUME_SAFE. With
-           them added, `:tiny` trained at 32 px resumed at 48 px and trained on.
-  tiny     width 8 on 32 px crops, a few steps: what the tests run on TFDS
-           mock data (8 CPU devices).
-
-ImageNet must be downloaded by hand (config.data.manual_dir). Not run here.
-`deeplearn.inspect` (2026-11-22, under tfds.testing.mock_data: building a run
-asks TFDS for the prepared dataset) on a TPU v5e:16x16 slice (256 chips, data
-64 x fsdp 4, 32 images a chip): 3.18 of 16 GiB per chip, 7.6e11 FLOPs per chip
-per step (24 GFLOP an image), roofline >= 32.6 ms (HBM-bound; 52.2 ms without
-overlap), but 5.71 GiB of all-gathers per chip per step, 60x the parameters'
-97 MiB. With DATA_PARALLEL_RULES instead: 2.84 GiB, 97.8 MiB of gradient
-all-reduces (1.00x the minimum), >= 41.6 ms (46.0 ms without overlap). At
-25.6M parameters FSDP saves little; it is kept as the pod-slice pattern.
+"Accurate, large minibatch SGD" (2017): batch 8192, SGD momentum 0.9 at
+0.1 x 8192 / 256 = 3.2 (`optim.linear_scaling`) after 5 warm-up epochs, weight
+decay 1e-4 on kernels only, 90 epochs; here with a cosine decay and label
+smoothing 0.1 ("Bag of tricks", 2019). FSDP_RULES split the parameters and
+momentum 4 ways (ZeRO-3); needs a multiple of 4 devices. Variants, comma-separated:
+`lars` (MLPerf v0.6: LARS lr 10, decay 1e-4); `low_res` (progressive resizing,
+"ImageNet in 18 minutes": 30 epochs at 128 px on the full run's schedule;
+resuming at 224 px is refused today, data.pp_* are not resume-safe); `tiny`
+(width 8, 32 px, 3 steps: the tests, on TFDS mock data). ImageNet is a manual
+download (config.data.manual_dir); not run here. `deeplearn.inspect` on a
+v5e:16x16 slice: benchmarks/RESULTS.md.
 
   python -m deeplearn.train --config experiments/imagenet_resnet50.py --workdir runs/rn50
 """
@@ -46,10 +20,7 @@ import ml_collections
 from deeplearn.config import FSDP_RULES, default_config
 from deeplearn.optim import linear_scaling
 
-TRAIN_EXAMPLES = 1_281_167
-BATCH = 8192
-EPOCHS = 90
-LOW_RES_EPOCHS = 30
+TRAIN_EXAMPLES, BATCH, EPOCHS, LOW_RES_EPOCHS = 1_281_167, 8192, 90, 30
 
 
 def pp(size, resize):
@@ -66,17 +37,13 @@ def get_config(arg=None):
   config.model = ml_collections.ConfigDict({
       "name": "resnet", "num_classes": 1000, "depth": 50, "width": 64})
 
-  config.data.dataset = "imagenet2012"
-  config.data.eval_split = "validation"
-  config.data.batch_size = BATCH
-  config.data.eval_batch_size = 1024
+  config.data.update(dataset="imagenet2012", eval_split="validation",
+                     batch_size=BATCH, eval_batch_size=1024)
   config.data.pp_train, config.data.pp_eval = pp(224, 256)
 
   config.loss.label_smoothing = 0.1
-  config.optimizer.name = "sgd"  # its learning rate: linear_scaling, at the end
-  config.optimizer.momentum = 0.9
-  config.optimizer.l2 = 1e-4
-  config.optimizer.decay_mask = "kernels"
+  # SGD's learning rate: linear_scaling, at the end.
+  config.optimizer.update(name="sgd", momentum=0.9, l2=1e-4, decay_mask="kernels")
   steps_per_epoch = TRAIN_EXAMPLES / BATCH
   config.schedule.name = "cosine"
   config.schedule.warmup_steps = int(5 * steps_per_epoch)
@@ -102,12 +69,10 @@ def get_config(arg=None):
   if "tiny" in variants:
     config.model.width = 8
     config.data.pp_train, config.data.pp_eval = pp(32, 36)
-    config.data.batch_size = 16
-    config.data.eval_batch_size = 16
+    config.data.batch_size = config.data.eval_batch_size = 16
     config.schedule.warmup_steps = 1
     config.schedule.decay_steps = 2
-    config.train.num_epochs = 0.0
-    config.train.num_steps = 3
+    config.train.num_epochs, config.train.num_steps = 0.0, 3
     config.train.update(log_every=1, eval_every=3, checkpoint_every=3)
   if config.optimizer.name == "sgd":  # 0.1 per 256 images: 3.2 at batch 8192
     config.optimizer.learning_rate = linear_scaling(0.1, config.data.batch_size)

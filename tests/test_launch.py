@@ -175,6 +175,7 @@ def test_initialize_starts_jax_distributed_as_planned(monkeypatch, capsys):
 
 
 SNIPPET = textwrap.dedent("""
+    import sys
     import jax
     from jax.experimental import multihost_utils
     from deeplearn import distributed
@@ -182,7 +183,9 @@ SNIPPET = textwrap.dedent("""
     if jax.process_index() == 1 and {fail!r}:
       raise ValueError("process 1 fails")
     ids = multihost_utils.process_allgather(jax.numpy.array([jax.process_index()]))
-    print("joined", jax.process_count(), ids.ravel().tolist(), flush=True)
+    # One write: gloo's own lines on stderr share the pipe.
+    sys.stdout.write(f"joined {{jax.process_count()}} {{ids.ravel().tolist()}}\\n")
+    sys.stdout.flush()
 """)
 
 
