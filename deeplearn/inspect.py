@@ -45,6 +45,7 @@ is refused by the compiler itself; the report then says so, with the
 temporaries the compiler asked for.
 """
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -736,6 +737,10 @@ def main():
       " --topology, on a CPU).")
   json_path = flags.DEFINE_string("json", None, "Also write the numbers here.")
   top = flags.DEFINE_integer("top", 12, "Largest collectives to list.")
+  mock_data = flags.DEFINE_bool(
+      "mock_data", False, "Take the dataset's shapes from TFDS mock data"
+      " (tfds.testing.mock_data): for a catalog dataset not prepared here,"
+      " e.g. imagenet2012; a compile needs only its shapes.")
   flags.mark_flags_as_required(["config"])
   jax.config.config_with_absl()
 
@@ -744,9 +749,14 @@ def main():
     train.quiet_library_logs()
     if not topology.value:
       jax.config.update("jax_num_cpu_devices", cpu_devices.value)
-    report = inspect_step(config_flag.value, topology=topology.value,
-                          config_name=flags.FLAGS["config"].serialize()
-                          .partition("=")[2])
+    context = contextlib.nullcontext()
+    if mock_data.value:
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      context = tfds.testing.mock_data(num_examples=16)
+    with context:
+      report = inspect_step(config_flag.value, topology=topology.value,
+                            config_name=flags.FLAGS["config"].serialize()
+                            .partition("=")[2])
     print(format_report(report, top.value), flush=True)
     if json_path.value:
       with open(json_path.value, "w") as f:

@@ -103,6 +103,18 @@ def test_the_command_line_prints_the_table_and_writes_json(tfds_data_dir,
   assert report["collectives"][0]["kind"] == "all-reduce"
 
 
+def test_mock_data_stands_in_for_a_dataset_that_is_not_prepared(tmp_path):
+  # imagenet2012 cannot be prepared here (manual download); its shapes can.
+  result = subprocess.run(
+      [sys.executable, "-m", "deeplearn.inspect", "--mock_data",
+       f"--config={os.path.join(ROOT, 'experiments', 'imagenet_alexnet.py')}:tiny",
+       f"--config.data.data_dir={tmp_path}", "--cpu_devices=2"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "mesh data=2" in result.stdout
+  assert "FLOPs" in result.stdout
+
+
 def test_unknown_topologies_name_the_valid_ones():
   with pytest.raises(ValueError, match=r"did you mean 'v6e'\?.*v5e:4x4"):
     inspect_lib.topology_devices("v6:8x8")
