@@ -241,7 +241,12 @@ RESUME_SAFE = (
     "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.progress", "train.nonfinite", "train.max_nonfinite_skips",
     "data.data_dir", "data.manual_dir", "data.num_workers", "data.eval_batch_size",
-    "data.eval_split", "data.prepare", "eval", "mesh", "sharding")
+    "data.eval_split", "data.prepare", "eval", "mesh", "sharding",
+    # Progressive resizing (e.g. imagenet_resnet50's low_res phase, then full
+    # size): new preprocessing of the same examples in the same order. The
+    # resumed run then differs from an uninterrupted one by design; the
+    # change is printed at the start like every other.
+    "data.pp_train", "data.pp_eval")
 # The run's length, which a schedule with decay_steps=0 decays over.
 _RUN_LENGTH = ("train.num_steps", "train.num_epochs")
 _ABSENT = object()  # a key on one side only

@@ -6,8 +6,8 @@ decay 1e-4 on kernels only, 90 epochs; here with a cosine decay and label
 smoothing 0.1 ("Bag of tricks", 2019). FSDP_RULES split the parameters and
 momentum 4 ways (ZeRO-3); needs a multiple of 4 devices. Variants, comma-separated:
 `lars` (MLPerf v0.6: LARS lr 10, decay 1e-4); `low_res` (progressive resizing,
-"ImageNet in 18 minutes": 30 epochs at 128 px on the full run's schedule;
-resuming at 224 px is refused today, data.pp_* are not resume-safe); `tiny`
+"ImageNet in 18 minutes": 30 epochs at 128 px on the full run's schedule,
+then the same command without it resumes at 224 px in the same workdir); `tiny`
 (width 8, 32 px, 3 steps: the tests, on TFDS mock data). ImageNet is a manual
 download (config.data.manual_dir); not run here. `deeplearn.inspect` on a
 v5e:16x16 slice: benchmarks/RESULTS.md.

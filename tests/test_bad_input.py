@@ -233,7 +233,9 @@ def test_safe_resume_changes_pass_and_are_returned():
              "data.data_dir": "/elsewhere", "data.num_workers": 2,
              "data.eval_batch_size": 500, "data.eval_split": "train",
              "data.prepare": False, "eval.best_metric": "loss",
-             "mesh.data": 1, "sharding.rules": (("batch", "data"),)}
+             "mesh.data": 1, "sharding.rules": (("batch", "data"),),
+             "data.pp_train": "standardize|flip_lr",
+             "data.pp_eval": "standardize|scale(0.5)"}
   for key, value in changes.items():
     _set(key, value)(new)
   safe = config_lib.check_resume(stored, new)
