@@ -38,8 +38,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.mlp import apply_batch_norm
-from deeplearn.models.layers import logical_init
+from deeplearn.models import resnet
+from deeplearn.models.layers import default_kernel_init, logical_init
 from deeplearn.models.pooling import adaptive_avg_pool, max_pool_ceil
 
 # Paper Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
@@ -53,25 +53,13 @@ MODULES = {
 AUX_AFTER = ("4a", "4d")
 
 
-class ConvBN(nn.Module):
-  """torchvision's BasicConv2d: conv (no bias, padding k // 2) -> BN (eps 1e-3) -> relu.
-  in_axis: the logical name of the input channels (None for the image's)."""
-  features: int
-  kernel: int = 1
-  strides: int = 1
-  bn_axis_name: str | tuple[str, ...] | None = None
-  dtype: jnp.dtype = jnp.float32
-  in_axis: str | None = "conv_in"
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    pad = self.kernel // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
-                padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype,
-                **logical_init(None, None, self.in_axis, "conv_out"))(x)
-    x = apply_batch_norm(x, train, "conv_out", self.bn_axis_name, self.dtype,
-                         epsilon=1e-3)  # torchvision's GoogLeNet epsilon
-    return nn.relu(x)
+def ConvBN(features, kernel=1, strides=1, bn_axis_name=None, dtype=jnp.float32,  # noqa: N802
+           **kw):
+  """torchvision's BasicConv2d: conv (no bias, padding k // 2) -> BN (eps 1e-3)
+  -> relu, LeCun-normal kernels: resnet's ConvBN with GoogLeNet's settings."""
+  return resnet.ConvBN(features, kernel, strides, bn_axis_name=bn_axis_name,
+                       dtype=dtype, epsilon=1e-3, kernel_init=default_kernel_init,
+                       **kw)
 
 
 class Inception(nn.Module):

@@ -41,6 +41,8 @@ train your ResNet", Myrtle.ai 2018; github.com/davidcpage/cifar10-fast dawn.py),
   = 6,573,120 parameters.
 """
 
+from typing import Callable
+
 import jax.numpy as jnp
 import flax.linen as nn
 
@@ -58,22 +60,28 @@ DEPTHS = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4
 
 class ConvBN(nn.Module):
   """conv (no bias, symmetric padding k // 2 as torch's) -> batch norm [-> relu].
-  in_axis: the logical name of the input channels (None for the image's)."""
+  in_axis: the logical name of the input channels (None for the image's).
+  Also GoogLeNet's BasicConv2d (deeplearn.models.inception: epsilon 1e-3,
+  LeCun-normal kernels)."""
   features: int
-  kernel: int
+  kernel: int = 1
   strides: int = 1
   relu: bool = True
   bn_axis_name: str | tuple[str, ...] | None = None
   dtype: jnp.dtype = jnp.float32
   in_axis: str | None = "conv_in"
+  epsilon: float = 1e-5
+  kernel_init: Callable = he_normal
 
   @nn.compact
   def __call__(self, x, train: bool):
     pad = self.kernel // 2
     x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype,
-                **logical_init(None, None, self.in_axis, "conv_out", kernel_init=he_normal))(x)
-    x = apply_batch_norm(x, train, "conv_out", self.bn_axis_name, self.dtype)
+                **logical_init(None, None, self.in_axis, "conv_out",
+                               kernel_init=self.kernel_init))(x)
+    x = apply_batch_norm(x, train, "conv_out", self.bn_axis_name, self.dtype,
+                         epsilon=self.epsilon)
     return nn.relu(x) if self.relu else x
 
 
