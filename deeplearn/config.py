@@ -42,6 +42,10 @@ FSDP_MODEL_PARALLEL_RULES = FSDP_RULES + MODEL_PARALLEL_RULES[1:]
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = ""  # "" = the dataset's own task (classification / language_model)
+  # Which training loop runs the config: "supervised" (deeplearn.train's:
+  # model + task + optimizer) or one of deeplearn.train.TRAINERS, loops built
+  # for one job (word2vec's sparse updates), started by the same command.
+  c.trainer = "supervised"
   c.loss = ml_collections.ConfigDict()
   # Training targets (1 - s) one-hot + s / classes (Szegedy et al. 2016);
   # evaluation keeps the plain cross-entropy.

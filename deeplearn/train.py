@@ -10,6 +10,7 @@ newest checkpoint in the workdir; a finished run reports its summary again.
 """
 
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -337,8 +338,18 @@ def summary_line(summary: dict, path: str) -> str:
           f" {rate:,.0f} examples/s -> {path}")
 
 
+# config.trainer -> module whose train_and_evaluate(config, workdir) runs it.
+TRAINERS = {"word2vec": "deeplearn.language.word2vec"}
+
+
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains (or resumes) the run in `workdir`; returns the summary."""
+  trainer = config.get("trainer", "supervised")
+  if trainer != "supervised":
+    if trainer not in TRAINERS:
+      raise ValueError(f"config.trainer={trainer!r}: use 'supervised' or one of"
+                       f" {sorted(TRAINERS)}.")
+    return importlib.import_module(TRAINERS[trainer]).train_and_evaluate(config, workdir)
   t_start = time.time()
   config_lib.check_workdir(workdir)
   run = build(config, devices)
