@@ -62,7 +62,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.eval_batch_size = 1000
   c.data.pp_train = ""
   c.data.pp_eval = ""
-  c.data.seq_len = 0  # language models: tokens per training example
+  # Language models: tokens per training example; translation: per side.
+  c.data.seq_len = 0
+  c.data.vocab_size = 0  # translation: subword pieces, shared by both sides
+  c.data.source_language = ""  # translation: "" = the pair's first ("de")
+  c.data.tokenizer_examples = 100_000  # translation: pairs subwords learn on
   c.data.num_workers = 0
   c.data.prepare = True
   # Datasets TFDS prepares from files downloaded by hand (imagenet2012's

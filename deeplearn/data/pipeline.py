@@ -12,6 +12,13 @@ JPEGs are many times their encoded size.
 A builder with `source` and `target` text features (deeplearn's `dates`) is a sequence to
 sequence dataset: its splits are tokenised once, in memory, by the chars of its `vocab`
 metadata, into `inputs` and `targets` padded to its `source_len` / `target_len` (`_pairs`).
+A TFDS translation dataset (`wmt14_translate/de-en`, `wmt_t2t_translate/de-en`: examples
+`{"de": text, "en": text}`) is one too, through subwords (`_translated`): a SentencePiece
+model of config.data.vocab_size pieces, shared by both languages, is trained once on
+config.data.tokenizer_examples training pairs and cached under data_dir; `inputs` (source,
+config.data.source_language, "" = the pair's first) and `targets` are the pieces, EOS, PAD,
+config.data.seq_len per side. Training pairs longer than that on either side are dropped,
+pairs of other splits truncated (no EOS then); both counted in the log.
 
 Datasets that TFDS prepares from files downloaded by hand (imagenet2012) look for them in
 config.data.manual_dir, by default <data_dir>/downloads/manual.
@@ -24,17 +31,23 @@ by side in process order, is the same examples for any process count.
 import dataclasses
 import functools
 import math
+import os
 import sys
 from typing import Sequence
 
 from absl import flags
+from absl import logging
 import grain
 import numpy as np
 import tensorflow_datasets as tfds
+# Registers the wmt*_translate builders: tfds 4.9.10 finds the other catalog datasets by
+# name, but not these.
+import tensorflow_datasets.translate  # noqa: F401  pylint: disable=unused-import
 
 from deeplearn.config import did_you_mean
-from deeplearn.data import preprocess
+from deeplearn.data import preprocess, subword
 from deeplearn.data.builders import BUILDERS
+from deeplearn.data.builders.dates import BOS, EOS
 
 # Splits that encode to less than this are decoded once and kept in memory as arrays; larger
 # ones are read and decoded from disk one batch at a time.
@@ -43,6 +56,8 @@ IN_MEMORY_BYTES = 2 << 30
 STATS_EXAMPLES = 50_000
 # ... and, when pp has per-example ops, this many at a time.
 STATS_CHUNK = 256
+# Translation splits are read and tokenised this many pairs at a time (WMT14 has 4.5 million).
+TRANSLATION_CHUNK = 65_536
 # grain's default, 16 reader threads for each iterator, only costs time on these small batches.
 _READ = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
@@ -53,10 +68,13 @@ class DatasetInfo:
   name: str
   num_examples: dict      # split name -> examples (language models: windows of seq_len + 1)
   num_classes: int | None  # classification
-  vocab_size: int | None  # language modelling
-  vocab: str | None       # language modelling: chars, index = token id
+  vocab_size: int | None  # language modelling, seq2seq
+  vocab: str | None       # language modelling, dates: chars, index = token id
   input_shape: tuple      # one example's "inputs" after pp_eval
   task: str               # "classification", "language_model" or "seq2seq"
+  bos_id: int | None = None  # seq2seq: what the decoder reads first
+  eos_id: int | None = None  # seq2seq: what ends a target
+  tokenizer: str | None = None  # translation: the SentencePiece model file (subword.Tokenizer)
 
 
 def get_info(data_cfg) -> DatasetInfo:
@@ -64,7 +82,7 @@ def get_info(data_cfg) -> DatasetInfo:
   return _info(data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("prepare", True),
                data_cfg.get("manual_dir"), data_cfg.get("seq_len"),
                data_cfg.get("train_split", "train"), data_cfg.get("eval_split", "test"),
-               data_cfg.get("pp_eval", ""))
+               data_cfg.get("pp_eval", ""), _translation(data_cfg))
 
 
 def train_dataset(data_cfg, *, seed: int, process_index: int,
@@ -73,7 +91,8 @@ def train_dataset(data_cfg, *, seed: int, process_index: int,
   batch_size = _local_batch_size(data_cfg, "batch_size", process_index, process_count)
   builder = _open(data_cfg)
   train_split = data_cfg.get("train_split", "train")
-  table = _table(builder, train_split, "config.data.train_split", data_cfg.get("seq_len"))
+  table = _table(builder, train_split, "config.data.train_split", data_cfg.get("seq_len"),
+                 _translation(data_cfg))
   pp = _preprocess(builder, data_cfg.get("pp_train", ""), "pp_train", train_split)
   ds = grain.MapDataset.range(sys.maxsize).map(_ShuffledIndices(len(table), batch_size, seed))
   # Random ops are seeded by the stream index, before the slice, so that no two processes
@@ -96,7 +115,7 @@ def eval_dataset(data_cfg, *, split: str | None = None, process_index: int,
   builder = _open(data_cfg)
   key = "config.data.eval_split" if split is None else "eval_dataset(split=...)"
   split = data_cfg.get("eval_split", "test") if split is None else split
-  table = _table(builder, split, key, data_cfg.get("seq_len"))
+  table = _table(builder, split, key, data_cfg.get("seq_len"), _translation(data_cfg))
   pp = _preprocess(builder, data_cfg.get("pp_eval", ""), "pp_eval",
                    data_cfg.get("train_split", "train"))
   if pp.random:
@@ -288,6 +307,8 @@ def _local_batch_size(data_cfg, key, process_index, process_count):
 
 def _task(builder):
   features = builder.info.features
+  if _is_translation(builder):
+    return "seq2seq"
   if "text" in features:
     return "language_model"
   if "source" in features and "target" in features:
@@ -353,8 +374,11 @@ def _builder(name, data_dir, prepare, manual_dir=None):
   return builder
 
 
-def _table(builder, split, key, seq_len):
-  """The split's examples as a table of batchable columns; `key` names where split came from."""
+def _table(builder, split, key, seq_len, translation=None):
+  """The split's examples as a table of batchable columns; `key` names where split came from.
+
+  `translation`: how a translation dataset becomes token ids (_translation(data_cfg)).
+  """
   _checked_source(builder, split, key)
   if _task(builder) == "language_model":
     if not seq_len or seq_len <= 0:
@@ -365,6 +389,9 @@ def _table(builder, split, key, seq_len):
       raise ValueError(f"config.data.seq_len={seq_len} leaves no window in {key}={split!r} "
                        f"({len(tokens)} tokens)")
     return _windows(tokens, seq_len)
+  if _is_translation(builder):
+    return _translated(builder, split, _checked_translation(builder, translation, seq_len),
+                       seq_len)
   if _task(builder) == "seq2seq":
     return _pairs(builder, split)
   return _examples(builder, split,
@@ -433,7 +460,7 @@ def _pairs(builder, split):
   vocab_codes = np.frombuffer(vocab.encode("utf-32-le"), np.uint32)
   columns = {}
   for key, feature, end, length in (("inputs", "source", "", meta["source_len"]),
-                                    ("targets", "target", "\x03", meta["target_len"])):
+                                    ("targets", "target", EOS, meta["target_len"])):
     texts = [_text(e[feature]) + end for e in examples]
     if max(map(len, texts)) > length:
       raise ValueError(f"{builder.name}[{split}] has a {feature} longer than {length}")
@@ -443,6 +470,99 @@ def _pairs(builder, split):
     if not np.array_equal(vocab_codes[ids], codes):
       raise ValueError(f"{builder.name}[{split}] has chars outside its vocab")
     columns[key] = ids.astype(np.int32)
+  return _Columns(columns)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Translation:
+  """The config of a translation dataset's tokenisation (hashable: a cache key)."""
+  data_dir: str | None
+  train_split: str
+  vocab_size: int
+  examples: int
+  source: str  # "": the pair's first language
+  target: str = ""
+
+
+def _translation(data_cfg):
+  return _Translation(data_cfg.get("data_dir"), data_cfg.get("train_split", "train"),
+                      data_cfg.get("vocab_size", 0), data_cfg.get("tokenizer_examples", 100_000),
+                      data_cfg.get("source_language", ""))
+
+
+def _is_translation(builder):
+  return isinstance(builder.info.features, tfds.features.Translation)
+
+
+def _checked_translation(builder, translation, seq_len):
+  """`translation` with both languages named, or a ValueError saying which key to set."""
+  languages = list(builder.info.features.languages)
+  if translation is None:
+    raise ValueError(f"{builder.name} is a translation dataset: pass _translation(data_cfg)")
+  if translation.vocab_size <= 0:
+    raise ValueError(f"config.data.vocab_size={translation.vocab_size}: {builder.name} is "
+                     "read as subwords; set the vocabulary size (8000 to 32000 for WMT)")
+  if not seq_len or seq_len <= 0:
+    raise ValueError(f"config.data.seq_len={seq_len!r}: {builder.name} is a translation "
+                     "dataset, set seq_len to the subword tokens per side (EOS included)")
+  if translation.examples <= 0:
+    raise ValueError(f"config.data.tokenizer_examples={translation.examples} must be positive")
+  source = translation.source or languages[0]
+  if source not in languages or len(languages) != 2:
+    raise ValueError(f"config.data.source_language={translation.source!r}: {builder.name} "
+                     f"translates between {languages}; {did_you_mean(source, languages)}")
+  target = next(lang for lang in languages if lang != source)
+  return dataclasses.replace(translation, source=source, target=target)
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer(builder, translation) -> subword.Tokenizer:
+  """The shared subword model, trained once on evenly spaced training pairs (both languages,
+  in the dataset's order, whichever the direction) and cached under data_dir for every run."""
+  t = translation
+  split = "".join(c if c.isalnum() or c in "-_." else "_" for c in t.train_split)
+  path = os.path.join(t.data_dir or tfds.core.constants.DATA_DIR, "deeplearn_subword",
+                      builder.info.full_name, f"{split}-bpe{t.vocab_size}-n{t.examples}.model")
+
+  def texts():
+    source = _checked_source(builder, t.train_split, "config.data.train_split")
+    n = len(source)
+    idx = np.unique(np.linspace(0, n - 1, min(n, t.examples)).astype(int))
+    for chunk in np.array_split(idx, math.ceil(len(idx) / TRANSLATION_CHUNK)):
+      for e in source.__getitems__([int(i) for i in chunk]):
+        yield from (_text(e[lang]) for lang in builder.info.features.languages)
+
+  return subword.cached(path, texts, t.vocab_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _translated(builder, split, translation, seq_len):
+  """A translation split as subword ids: `inputs` and `targets` [N, seq_len], each the
+  pieces, EOS, then PAD. Pairs longer than seq_len on either side are dropped from the
+  training split and truncated (without EOS) elsewhere: evaluation sees every pair."""
+  tokenizer = _tokenizer(builder, translation)
+  source = _source(builder, split)
+  n = len(source)
+  columns = {"inputs": np.zeros((n, seq_len), np.int32),
+             "targets": np.zeros((n, seq_len), np.int32)}
+  too_long = np.zeros(n, bool)
+  for start in range(0, n, TRANSLATION_CHUNK):
+    examples = source.__getitems__(range(start, min(n, start + TRANSLATION_CHUNK)))
+    for key, lang in (("inputs", translation.source), ("targets", translation.target)):
+      ids = tokenizer.encode([_text(e[lang]) for e in examples])
+      for i, row in enumerate(ids, start):
+        row.append(subword.EOS_ID)
+        too_long[i] |= len(row) > seq_len
+        columns[key][i, :min(len(row), seq_len)] = row[:seq_len]
+  drop = split == translation.train_split
+  logging.info("%s[%s]: %d of %d pairs longer than seq_len=%d subwords on a side, %s",
+               builder.info.full_name, split, too_long.sum(), n, seq_len,
+               "dropped" if drop else "truncated")
+  if drop:
+    if too_long.all():
+      raise ValueError(f"config.data.seq_len={seq_len} drops every pair of {builder.name}"
+                       f"[{split}]: raise it")
+    columns = {key: v[~too_long] for key, v in columns.items()}
   return _Columns(columns)
 
 
@@ -493,12 +613,18 @@ def _moments(builder, split, prefix):
 
 
 @functools.lru_cache(maxsize=None)
-def _info(name, data_dir, prepare, manual_dir, seq_len, train_split, eval_split, pp_eval):
+def _info(name, data_dir, prepare, manual_dir, seq_len, train_split, eval_split, pp_eval,
+          translation):
   builder = _builder(name, data_dir, prepare, manual_dir)
   task = _task(builder)
   keys = {**{s: "split" for s in builder.info.splits}, train_split: "config.data.train_split",
           eval_split: "config.data.eval_split"}
-  if task == "language_model":  # windows, from the tokens that are cheap to hold
+  if _is_translation(builder):  # pairs kept, after dropping the long training ones
+    num_examples = {s: len(_table(builder, s, key, seq_len, translation))
+                    for s, key in keys.items()}
+    first = _table(builder, eval_split, "config.data.eval_split", seq_len,
+                   translation).take(np.arange(1))
+  elif task == "language_model":  # windows, from the tokens that are cheap to hold
     num_examples = {s: len(_table(builder, s, key, seq_len)) for s, key in keys.items()}
     first = _table(builder, eval_split, "config.data.eval_split", seq_len).take(np.arange(1))
   elif task == "seq2seq":
@@ -509,12 +635,22 @@ def _info(name, data_dir, prepare, manual_dir, seq_len, train_split, eval_split,
     source = _checked_source(builder, eval_split, "config.data.eval_split")
     first = [_classification_example(source[0])]
   inputs = _finalize(_preprocess(builder, pp_eval, "pp_eval", train_split).fn(first, None))
-  vocab = _vocab(builder) if task in ("language_model", "seq2seq") else None
+  vocab = tokenizer = bos_id = eos_id = None
+  if _is_translation(builder):
+    tokenizer = _tokenizer(builder, _checked_translation(builder, translation, seq_len))
+    bos_id, eos_id = subword.BOS_ID, subword.EOS_ID
+  elif task in ("language_model", "seq2seq"):
+    vocab = _vocab(builder)
+    if task == "seq2seq":
+      bos_id, eos_id = vocab.index(BOS), vocab.index(EOS)
   return DatasetInfo(
       name=name,
       num_examples=num_examples,
       num_classes=builder.info.features["label"].num_classes if task == "classification" else None,
-      vocab_size=len(vocab) if vocab else None,
+      vocab_size=tokenizer.vocab_size if tokenizer else len(vocab) if vocab else None,
       vocab=vocab,
       input_shape=tuple(inputs["inputs"].shape[1:]),
-      task=task)
+      task=task,
+      bos_id=bos_id,
+      eos_id=eos_id,
+      tokenizer=tokenizer.path if tokenizer else None)

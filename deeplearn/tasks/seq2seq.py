@@ -1,20 +1,21 @@
 """Sequence to sequence: teacher-forced cross-entropy per target token; greedy
 decoding in evaluation.
 
-Batches (deeplearn.data.pipeline, a `source`/`target` dataset such as `dates`):
-`inputs` int32 [batch, source] and `targets` int32 [batch, target] (the target,
-EOS, then PAD = 0). The decoder reads BOS and the targets shifted right
-(teacher forcing); PAD positions weigh nothing. Metrics: loss (nats per
-token), token_accuracy (teacher-forced argmax), and in evaluation exact_match,
-the fraction of examples whose greedy decoding equals the target exactly
-(through EOS), the figure a translation of dates is judged by.
+Batches (deeplearn.data.pipeline, a `source`/`target` dataset such as `dates`,
+or a translation one such as `wmt14_translate/de-en` in subwords): `inputs`
+int32 [batch, source] and `targets` int32 [batch, target] (the target, EOS,
+then PAD = 0); the dataset's info names the BOS and EOS ids. The decoder reads
+BOS and the targets shifted right (teacher forcing); PAD positions weigh
+nothing. Metrics: loss (nats per token), token_accuracy (teacher-forced
+argmax), and in evaluation exact_match, the fraction of examples whose greedy
+decoding equals the target exactly (through EOS), the figure a translation of
+dates is judged by (for WMT, a strict floor under BLEU).
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from deeplearn.data.builders.dates import BOS, EOS
 from deeplearn.models.seq2seq import greedy_decode
 
 
@@ -23,7 +24,7 @@ class Seq2Seq:
 
   def __init__(self, model, info, label_smoothing: float = 0.0):
     self.model, self.info, self.label_smoothing = model, info, label_smoothing
-    self.bos_id, self.eos_id = info.vocab.index(BOS), info.vocab.index(EOS)
+    self.bos_id, self.eos_id = info.bos_id, info.eos_id
 
   def init_variables(self, rng, batch_size: int = 1):
     source = jnp.zeros((batch_size, *self.info.input_shape), jnp.int32)
