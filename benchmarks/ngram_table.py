@@ -2,7 +2,7 @@
 experiment: counting has no train loop, so it is this script, not an experiments/ config).
 
 Trained on the train split (90%), measured on validation (5%), textbook convention
-(deeplearn.language.ngram): add-k (Lidstone) and interpolated Kneser-Ney, over words (a
+(deeplearn.language.ngram): add-k (Lidstone), interpolated Kneser-Ney and Katz backoff, over words (a
 sentence per non-empty line, lowercased words and punctuation, words seen once -> <UNK>)
 and over characters (the split as one sequence, newlines included, as the char-rnn task).
 Perplexity is per predicted token (words and </s>; characters); bits/char = log2 of it.
@@ -20,7 +20,7 @@ from deeplearn.language import corpus, ngram
 
 MODELS = (("add-1", "lidstone", {"gamma": 1.0}), ("add-0.01", "lidstone", {"gamma": 0.01}),
           ("KN d=0.75", "kneser_ney", {"discount": 0.75}),
-          ("KN d=0.9", "kneser_ney", {"discount": 0.9}))
+          ("KN d=0.9", "kneser_ney", {"discount": 0.9}), ("Katz", "katz", {}))
 LEVELS = (("word", 2), ("char", 1))  # (level, unk_cutoff)
 
 

@@ -97,7 +97,8 @@ def test_normalised_models_sum_to_one_over_the_vocabulary(text):
   for smoothing, kwargs, rows in [("mle", {}, contexts[seen]),
                                   ("lidstone", {"gamma": 0.1}, contexts),
                                   ("kneser_ney", {"discount": 0.75}, contexts),
-                                  ("kneser_ney", {"discount": 1.0}, contexts)]:
+                                  ("kneser_ney", {"discount": 1.0}, contexts),
+                                  ("katz", {}, contexts)]:
     model = ngram.NgramLM(counts, smoothing, **kwargs)
     sums = np.array([model.distribution(h).sum() for h in rows])
     np.testing.assert_allclose(sums, 1.0, atol=1e-12, err_msg=smoothing)
@@ -106,6 +107,45 @@ def test_normalised_models_sum_to_one_over_the_vocabulary(text):
   assert unigram.score("never-seen") > 0  # the uniform floor
   backoff = ngram.NgramLM(counts, "stupid_backoff")
   assert max(backoff.distribution(h).sum() for h in contexts) > 1.01  # not a distribution
+
+
+def test_katz_discounts_are_good_turings_renormalised():
+  # n_1..n_6 = 10, 4, 3, 2, 1, 1 k-grams seen r times; 9 seen 7 times (above k = 5).
+  counts = np.repeat([0, 1, 2, 3, 4, 5, 6, 7], [3, 10, 4, 3, 2, 1, 1, 9])
+  n = {1: 10, 2: 4, 3: 3, 4: 2, 5: 1, 6: 1}
+  common = Fraction(6 * n[6], n[1])
+  expected = [1]  # r = 0: only seen as a context
+  for r in range(1, 6):
+    d = (Fraction((r + 1) * n[r + 1], n[r]) / r - common) / (1 - common)
+    expected.append(d if 0 < d <= 1 else 1)  # r = 2 and 5 leave (0, 1]: kept whole
+  assert expected[1:] == [Fraction(1, 2), 1, Fraction(13, 18), Fraction(1, 16), 1]
+  got = ngram.katz_discounts(counts)
+  for r in range(8):
+    want = float(expected[r]) if r <= 5 else 1.0
+    np.testing.assert_allclose(got[counts == r], want, rtol=1e-12)
+
+
+def test_katz_backs_off_to_the_lower_order_with_the_left_over_mass(text):
+  train, held_out = text
+  counts = ngram.count_ngrams(train, 2, unk_cutoff=CUTOFF)
+  katz, mle = ngram.NgramLM(counts, "katz"), ngram.NgramLM(counts, "mle")
+  context = ["the"]
+  p, p_mle = katz.distribution(counts.vocab.encode(context)), mle.distribution(
+      counts.vocab.encode(context))
+  unigram = ngram.NgramLM(ngram.count_ngrams(train, 1, unk_cutoff=CUTOFF), "mle")
+  p_uni = unigram.distribution([])
+  seen = p_mle > 0
+  assert 0 < seen.sum() < len(p)
+  assert np.all(p[seen] <= p_mle[seen] + 1e-15)  # discounted, never raised
+  # Unseen words: one alpha times the unigram estimate, and the mass adds up.
+  ratio = p[~seen & (p_uni > 0)] / p_uni[~seen & (p_uni > 0)]
+  np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
+  assert p.sum() == pytest.approx(1.0, abs=1e-12)
+  # "citizen" is always followed by ":" (29 > 5 times): no count is discounted,
+  # so c(h) + 1 divides and an unseen word after it keeps a probability.
+  assert katz.score(":", ["citizen"]) == pytest.approx(29 / 30, rel=1e-12)
+  assert katz.score("lord", ["citizen"]) > 0
+  assert math.isfinite(katz.perplexity(held_out))
 
 
 def test_nltk_kneser_ney_departs_from_the_textbook_at_sentence_starts(text):

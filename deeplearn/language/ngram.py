@@ -23,6 +23,18 @@ Smoothing (`NgramLM(counts, smoothing, ...)`), c(.) a count, h a context:
                    N1+(. h w) (distinct tokens seen before h w) below it, lambda(h) =
                    d |{w: c_KN(h w) > 0}| / sum_v c_KN(h v), and at the bottom the
                    uniform 1/V, so no token of the vocabulary has probability 0.
+  "katz"           Katz backoff (Katz 1987; Jurafsky & Martin 2nd ed. 4.7): a seen
+                   k-gram keeps its Good-Turing-discounted estimate d_r c(h w) / c(h),
+                   r = c(h w), d_r = (r*/r - A) / (1 - A) for r <= 5 with r* = (r+1)
+                   n_{r+1} / n_r, A = 6 n_6 / n_1 (n_r: k-grams seen r times at that
+                   order), d_r = 1 above 5 or where that ratio leaves (0, 1]; an
+                   unseen one backs off, alpha(h) P_katz(w | h'), alpha(h) = (1 - sum of
+                   h's discounted estimates) / (1 - sum of P_katz(w | h') over the same
+                   w); an unseen context backs off whole; the unigram level is MLE.
+                   A context whose k-grams are all seen more than 5 times would keep
+                   no mass for unseen words (probability 0, infinite perplexity):
+                   there c(h) + 1 divides instead, SRILM's "0 backoff probability
+                   mass left -- incrementing denominator".
   "stupid_backoff" c(h w) / c(h) if c(h w) > 0, else alpha S(w | h') (Brants et al.
                    2007). NOT a distribution: scores of a context do not sum to 1, so
                    its "perplexity" is only a score.
@@ -58,7 +70,8 @@ import numpy as np
 UNK, BOS, EOS = "<UNK>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 CONVENTIONS = ("textbook", "nltk")
-SMOOTHINGS = ("mle", "lidstone", "kneser_ney", "stupid_backoff")
+SMOOTHINGS = ("mle", "lidstone", "kneser_ney", "katz", "stupid_backoff")
+KATZ_MAX_DISCOUNTED = 5  # Katz's k: counts above it are trusted as they are
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -92,7 +105,8 @@ class NgramCounts:
   k-1 tokens in keys[k-1]) * V + its last id; keys[0] = [0] is the empty gram.
   counts[k][i] is how often keys[k][i] occurs (0 for one only seen as a context
   in the textbook convention); continuations[k][i] = N1+(. g), the number of
-  distinct tokens seen before it (k < order). support: the ids a model predicts.
+  distinct tokens seen before it (k < order); suffixes[k][i] is the row in keys[k-1]
+  of its last k-1 tokens. support: the ids a model predicts.
   """
   vocab: Vocabulary
   order: int
@@ -100,6 +114,7 @@ class NgramCounts:
   keys: tuple
   counts: tuple
   continuations: tuple
+  suffixes: tuple
   support: np.ndarray
 
   def ends(self, ids, starts) -> tuple[list, list]:
@@ -203,7 +218,23 @@ def count_ngrams(sentences, order: int, *, unk_cutoff: int = 1,
       np.bincount(suffixes[k][counts[k + 1] > 0], minlength=len(keys[k]))
       for k in range(order)) + (None,)
   return NgramCounts(vocab, order, convention, tuple(keys), tuple(counts),
-                     continuations, support)
+                     continuations, (None, *suffixes), support)
+
+
+def katz_discounts(counts: np.ndarray, max_discounted: int = KATZ_MAX_DISCOUNTED) -> np.ndarray:
+  """Katz's Good-Turing discount ratio d_r for each count r in `counts` (one order's
+  k-gram counts; 0 for k-grams only seen as contexts), see the module docstring."""
+  counts = np.asarray(counts, np.int64)
+  k = max_discounted
+  n = np.bincount(counts[counts > 0], minlength=k + 2).astype(float)  # n[r]: count of counts
+  r = np.arange(1, k + 1)
+  common = (k + 1) * n[k + 1] / n[1] if n[1] else 0.0
+  with np.errstate(divide="ignore", invalid="ignore"):
+    r_star = (r + 1) * n[r + 1] / n[r]
+    d = (r_star / r - common) / (1 - common)
+  d = np.where(np.isfinite(d) & (d > 0) & (d <= 1), d, 1.0)
+  table = np.concatenate([[1.0], d])  # index r = 0..k
+  return np.where(counts <= k, table[np.minimum(counts, k)], 1.0)
 
 
 class NgramLM:
@@ -237,6 +268,22 @@ class NgramLM:
         cont = c.continuations[k]
         types = self._levels[k][2] if c.convention == "nltk" else per_context(k, cont > 0.0)
         self._levels[k] = (cont, per_context(k, cont), types)
+    if smoothing == "katz":  # per level: discounted estimates of seen k-grams, alpha(h)
+      self._katz = [None, (c.counts[1] / self._levels[1][1][0], None)]
+      for k in range(2, n + 1):
+        count, totals, _ = self._levels[k]
+        seen, discounted = count > 0, katz_discounts(count) * count
+        full = per_context(k, discounted) >= totals  # nothing left over (or unseen)
+        safe = np.where(full, totals + 1, totals)[prefixes[k]]
+        p_star = np.where(seen, discounted / safe, 0.0)
+        lower = np.where(seen, self._katz[k - 1][0][c.suffixes[k]], 0.0)
+        seen_mass, lower_mass = per_context(k, p_star), per_context(k, lower)
+        # lower_mass reaches 1 when h's continuations exhaust the lower order: nothing
+        # is left to back off to, and alpha(h) = 0.
+        room = 1.0 - lower_mass
+        alpha = np.where(room > 1e-12, (1.0 - seen_mass) / np.where(room > 1e-12, room, 1),
+                         0.0)
+        self._katz.append((p_star, alpha))
 
   def prob(self, ngrams) -> np.ndarray:
     """ids [m, order] -> P(last id | the order-1 ids before it), [m]."""
@@ -312,6 +359,14 @@ class NgramLM:
       gamma = self.gamma if self.smoothing == "lidstone" else 0.0
       num, den = count(n) + gamma, total(n) + gamma * len(self.counts.support)
       return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
+    if self.smoothing == "katz":
+      p = _take(self._katz[1][0], grams[1])
+      for k in range(2, n + 1):
+        p_star, alpha = self._katz[k]
+        seen = count(k) > 0
+        backoff = np.where(total(k) > 0, _take(alpha, contexts[k]), 1.0)
+        p = np.where(seen, _take(p_star, grams[k]), backoff * p)
+      return p
     if self.smoothing == "stupid_backoff":
       p = count(1) / total(1)
       for k in range(2, n + 1):
