@@ -1,0 +1,43 @@
+"""word2vec CBOW (mean context) with hierarchical softmax over a Huffman tree
+(Mikolov et al. 2013; Morin & Bengio 2005) on gensim's
+Wikipedia sample (106 articles, 452,944 tokens), gensim's settings: dim 100,
+window 5, min_count 5, sample 1e-3, alpha 0.025 -> 1e-4, 5 epochs.
+
+Measured 2026-11-22 (2 vCPU AMD EPYC, shared): see benchmarks/RESULTS.md
+("word2vec vs gensim") for words/s and WordSim-353 side by side with gensim.
+
+  python -m deeplearn.train --config experiments/wiki_word2vec_cbow_hs.py --workdir runs/w2v_cbow
+"""
+
+import ml_collections
+
+from deeplearn.config import default_config
+
+
+def get_config(arg=None):
+  config = default_config()
+  config.trainer = "word2vec"
+  config.model = ml_collections.ConfigDict({
+      "name": "word2vec", "architecture": "cbow", "loss": "hs", "dim": 100,
+      "window": 5, "negatives": 5, "sample": 1e-3, "min_count": 5,
+      "min_alpha": 1e-4})
+
+  config.data.dataset = "wiki_sample"
+  config.data.batch_size = 64  # center words per sparse SGD step
+
+  config.optimizer.name = "sgd"
+  # word2vec's alpha; the trainer decays it linearly to model.min_alpha over
+  # all training words (gensim), config.schedule is not used.
+  config.optimizer.learning_rate = 0.025
+
+  config.train.num_epochs = 5
+  config.train.steps_per_call = 1024  # steps per jitted call (one progress line)
+  config.train.stop_after_epochs = 0  # > 0: stop early (a test's interruption)
+
+  if arg == "tiny":
+    config.data.dataset = "lee"
+    config.train.num_epochs = 2
+    config.data.batch_size = 256
+  elif arg:
+    raise ValueError(f"Unknown variant {arg!r}: use ':tiny' or none.")
+  return config
