@@ -35,8 +35,7 @@ def get_config(arg=None):
 
   if arg == "tiny":
     config.data.dataset = "lee"
-    config.train.num_epochs = 2
-    config.data.batch_size = 256
+    config.train.num_epochs = 4
   elif arg:
     raise ValueError(f"Unknown variant {arg!r}: use ':tiny' or none.")
   return config

@@ -67,13 +67,14 @@ def load_corpus(name: str, cache_dir: str | None = None) -> list[list[str]]:
 
 def build_vocab(sentences, min_count: int):
   """(words, counts) of words seen >= min_count times, most frequent first
-  (ties in order of first appearance, as gensim)."""
+  (ties: the word first seen last first, as gensim's lexsort)."""
   counts = {}
   for s in sentences:
     for w in s:
       counts[w] = counts.get(w, 0) + 1
+  order = {w: i for i, w in enumerate(counts)}
   words = sorted((w for w, c in counts.items() if c >= min_count),
-                 key=lambda w: -counts[w])
+                 key=lambda w: (-counts[w], -order[w]))
   return words, np.array([counts[w] for w in words], np.int64)
 
 
@@ -139,16 +140,23 @@ def prepare_epoch(key, corpus, sentence, keep_p, sample_on=True):
           "pos": pos, "count": count}
 
 
-def make_train_steps(cfg: dict, tables: dict):
-  """A jitted (params, key, epoch_data, first_step, num_steps, epoch) ->
-  (params, key, [loss, pairs]) running steps first_step.. of an epoch."""
+def make_train_steps(cfg: dict):
+  """A jitted (params, key, epoch_data, tables, first_step, num_steps, epoch)
+  -> (params, key, [loss, pairs]) running steps first_step.. of an epoch;
+  one per distinct cfg, so a process compiles each setting once."""
+  return _make_train_steps(tuple(sorted(cfg.items())))
+
+
+@functools.lru_cache(maxsize=16)
+def _make_train_steps(cfg_items: tuple):
+  cfg = dict(cfg_items)
   sg, loss_kind = cfg["architecture"] == "sg", cfg["loss"]
   w, b, k = cfg["window"], cfg["batch_size"], cfg["negatives"]
   alpha, min_alpha = cfg["alpha"], cfg["min_alpha"]
   total = cfg["corpus_words"] * cfg["epochs"]  # words the schedule runs over
   offs = np.array([o for o in range(-w, w + 1) if o], np.int32)
 
-  def outputs(key, center):
+  def outputs(key, center, tables):
     """Output rows [B, K'], labels, logit offsets and mask for each center."""
     if loss_kind == "hs":
       points, codes = tables["points"][center], tables["codes"][center]
@@ -162,7 +170,7 @@ def make_train_steps(cfg: dict, tables: dict):
     live = jnp.concatenate([jnp.ones((b, 1), bool), noise != center[:, None]], 1)
     return rows, labels, jnp.zeros(rows.shape), live  # word2vec.c skips noise == target
 
-  def step(i, carry, data, epoch):
+  def step(i, carry, data, tables, epoch):
     params, key, stats = carry
     key, k_win, k_out = jax.random.split(key, 3)
     start = i * b  # the stream is padded with w words in front
@@ -177,7 +185,7 @@ def make_train_steps(cfg: dict, tables: dict):
     # Linear decay over all training words, per center word (gensim: per job).
     lr = jnp.maximum(alpha - (alpha - min_alpha) * (epoch * cfg["corpus_words"] + pos) / total,
                      min_alpha)[:, None, None]
-    rows, labels, offsets, out_live = outputs(k_out, center)
+    rows, labels, offsets, out_live = outputs(k_out, center, tables)
     syn0, syn1 = params["syn0"], params["syn1"]
     u = syn1[rows]  # [B, K', D]
     if sg:  # each context word predicts the center word
@@ -197,10 +205,10 @@ def make_train_steps(cfg: dict, tables: dict):
     return {"syn0": syn0, "syn1": syn1}, key, stats + jnp.stack([loss, pairs])
 
   @functools.partial(jax.jit, donate_argnums=(0,))
-  def train_steps(params, key, data, first, num, epoch):
+  def train_steps(params, key, data, tables, first, num, epoch):
     # A while loop of dynamic length (fori_loop with traced bounds): one
     # compile serves every call, and no step is spent past the epoch's end.
-    body = functools.partial(step, data=data, epoch=epoch)
+    body = functools.partial(step, data=data, tables=tables, epoch=epoch)
     return lax.fori_loop(first, first + num, body, (params, key, jnp.zeros(2)))
 
   return train_steps
@@ -233,7 +241,7 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
     tables.update(points=jnp.asarray(tree.points), codes=jnp.asarray(tree.codes, jnp.float32),
                   lengths=jnp.asarray(tree.lengths))
   keep_p = jnp.asarray(keep_probs(counts, cfg["sample"]), jnp.float32)
-  train_steps = make_train_steps(cfg, tables)
+  train_steps = make_train_steps(cfg)
   key = jax.random.key(seed)
   key, init_key = jax.random.split(key)
   params, start_epoch = init_params(init_key, len(words), cfg["dim"], cfg["loss"]), 0
@@ -242,7 +250,7 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                     options=ocp.CheckpointManagerOptions(max_to_keep=2))
     if manager.latest_step() is not None:
-      state = {"params": params, "key": jax.random.key_data(key), "epoch": np.int32(0)}
+      state = {"params": params, "key": jax.random.key_data(key), "epoch": np.asarray(0, np.int32)}
       state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
       params, key = state["params"], jax.random.wrap_key_data(state["key"])
       start_epoch = int(state["epoch"])
@@ -250,10 +258,13 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
   b, per_call = cfg["batch_size"], cfg["steps_per_call"]
   raw_words = sum(map(len, sentences))
   train_time, loss = 0.0, float("nan")
-  t0 = time.perf_counter()  # compile both functions outside the timing (0 steps: a no-op)
+  # Compile both functions outside the timing (a call of 0 steps is a no-op).
+  t0 = time.perf_counter()
   warm = prepare_epoch(key, corpus, sentence, keep_p, sample_on=bool(cfg["sample"]))
-  params, key, _ = train_steps(params, key, pad_epoch(warm, cfg["window"], per_call * b + 2 * cfg["window"]), 0, 0, 0)
-  compile_time = float(jax.block_until_ready(params["syn0"]).sum() * 0) + time.perf_counter() - t0
+  warm = pad_epoch(warm, cfg["window"], per_call * b + 2 * cfg["window"])
+  params, key, _ = train_steps(params, key, warm, tables, 0, 0, 0)
+  jax.block_until_ready(params)
+  compile_time = time.perf_counter() - t0
   for epoch in range(start_epoch, cfg["epochs"]):
     if stop_after_epochs and epoch >= stop_after_epochs:
       break
@@ -265,7 +276,8 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
     data = pad_epoch(data, cfg["window"], per_call * b + 2 * cfg["window"])
     stats = np.zeros(2)
     for first in range(0, num_steps, per_call):
-      params, key, s = train_steps(params, key, data, first, min(per_call, num_steps - first), epoch)
+      params, key, s = train_steps(params, key, data, tables, first,
+                                    min(per_call, num_steps - first), epoch)
       stats += np.asarray(s)
     jax.block_until_ready(params)
     dt = time.perf_counter() - t0
@@ -277,7 +289,7 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
         f" {raw_words / dt:,.0f} words/s")
     if manager:
       manager.save(epoch + 1, args=ocp.args.StandardSave(
-          {"params": params, "key": jax.random.key_data(key), "epoch": np.int32(epoch + 1)}))
+          {"params": params, "key": jax.random.key_data(key), "epoch": np.asarray(epoch + 1, np.int32)}))
       manager.wait_until_finished()
   epochs_run = cfg["epochs"] - start_epoch if not stop_after_epochs else min(
       stop_after_epochs, cfg["epochs"]) - start_epoch
