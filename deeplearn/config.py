@@ -90,6 +90,13 @@ def default_config() -> ml_collections.ConfigDict:
   c.optimizer.grad_clip_norm = 0.0  # 0 = off
   c.optimizer.averaging = "none"  # none | ema | polyak: eval-only weights
   c.optimizer.ema_decay = 0.999
+  # Asynchronous SGD (parallel/async_sgd.py): gradients applied k steps late,
+  # W_{t+1} = W_t - a g(W_{t-k}); for drawn delays, the largest.
+  c.optimizer.staleness = 0
+  # fixed | spread (replica r: r k / (N - 1) steps late) | uniform | geometric
+  # (drawn per step and replica, at most k: stragglers).
+  c.optimizer.staleness_dist = "fixed"
+  c.optimizer.replicas = 1  # async workers: each batch / N delayed on its own
 
   c.schedule = ml_collections.ConfigDict()
   c.schedule.name = "constant"  # constant | exponential | cosine | step
@@ -114,6 +121,13 @@ def default_config() -> ml_collections.ConfigDict:
   # "jit": XLA inserts the gradient all-reduce; "shard_map": the towers and
   # their lax.pmean written out (deeplearn/parallel/data_parallel.py).
   c.train.step_form = "jit"
+  # step_form "local_sgd" (parallel/local_sgd.py): one replica per batch
+  # shard, H local steps between parameter averages (one all-reduce).
+  c.train.local_steps = 1
+  # local_sgd: average | nesterov (DiLoCo: the averaged change is the gradient
+  # of SGD with Nesterov momentum 0.9 and outer_learning_rate).
+  c.train.outer_optimizer = "average"
+  c.train.outer_learning_rate = 0.7
   # A NaN / Inf in the loss, gradients or new parameters: "stop" (error naming
   # the step and the leaf; nothing non-finite is saved) or "skip" the update,
   # at most `max_nonfinite_skips` times in a row, then stop.
@@ -185,11 +199,12 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         f" (config.data.batch_size={config.data.batch_size}) must divide into"
         f" {k} micro-batches, each a multiple of the {num_batch_shards} batch"
         " shards.")
-  if config.train.step_form not in ("jit", "shard_map"):
+  if config.train.step_form not in ("jit", "shard_map", "local_sgd"):
     raise ValueError(
-        f"config.train.step_form={config.train.step_form!r}: use 'jit' or"
-        " 'shard_map' (the pmap form is deeplearn.parallel.data_parallel"
-        ".make_pmap_train_step, for study outside the loop).")
+        f"config.train.step_form={config.train.step_form!r}: use 'jit',"
+        " 'shard_map' or 'local_sgd' (the pmap form is deeplearn.parallel"
+        ".data_parallel.make_pmap_train_step, for study outside the loop).")
+  _validate_async(config, num_batch_shards)
   if config.model.get("bn_axis_name") is not None:
     raise ValueError(
         f"config.model.bn_axis_name={config.model.bn_axis_name!r}: leave it"
@@ -206,6 +221,49 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         " weight averaging; "
         f"{did_you_mean(config.optimizer.averaging, averaging)}use one of"
         f" {list(averaging)}.")
+
+
+def _validate_async(config, num_batch_shards: int) -> None:
+  """Checks of asynchronous SGD (staleness, replicas) and local SGD."""
+  opt, train = config.optimizer, config.train
+  dists = ("fixed", "spread", "uniform", "geometric")
+  if opt.staleness_dist not in dists:
+    raise ValueError(
+        f"config.optimizer.staleness_dist={opt.staleness_dist!r}; "
+        f"{did_you_mean(opt.staleness_dist, dists)}use one of {list(dists)}.")
+  if opt.staleness < 0 or opt.replicas < 1:
+    raise ValueError(
+        f"config.optimizer.staleness={opt.staleness} must be >= 0 and"
+        f" config.optimizer.replicas={opt.replicas} >= 1.")
+  if opt.replicas > 1:
+    per = config.data.batch_size / opt.replicas
+    if per % 1 or per % train.grad_accum_steps:
+      raise ValueError(
+          f"config.optimizer.replicas={opt.replicas}: the batch"
+          f" (config.data.batch_size={config.data.batch_size}) must cut into"
+          f" {opt.replicas} equal parts, each of"
+          f" grad_accum_steps={train.grad_accum_steps} micro-batches.")
+    if train.step_form != "jit":
+      raise ValueError(
+          f"config.optimizer.replicas={opt.replicas} runs its replicas in the"
+          f" jit step; set config.train.step_form='jit', not"
+          f" {train.step_form!r}.")
+  if train.step_form == "local_sgd":
+    if opt.staleness or opt.replicas > 1:
+      raise ValueError(
+          "config.train.step_form='local_sgd' takes synchronous inner steps:"
+          " set config.optimizer.staleness=0 and replicas=1.")
+    if num_batch_shards < 2:
+      raise ValueError(
+          "config.train.step_form='local_sgd' runs one replica per batch"
+          " shard, but the mesh has 1: split the batch over 2 or more devices.")
+  if train.local_steps < 1:
+    raise ValueError(
+        f"config.train.local_steps={train.local_steps} must be >= 1.")
+  if train.outer_optimizer not in ("average", "nesterov"):
+    raise ValueError(
+        f"config.train.outer_optimizer={train.outer_optimizer!r}: use"
+        " 'average' (local SGD) or 'nesterov' (DiLoCo).")
 
 
 def _multiples_near(size: int, factor: int) -> str:

@@ -10,6 +10,7 @@ newest checkpoint in the workdir; a finished run reports its summary again.
 """
 
 import dataclasses
+import functools
 import importlib
 import json
 import os
@@ -29,7 +30,7 @@ import tqdm
 from deeplearn import checkpoint, config as config_lib, data, distributed
 from deeplearn import metrics, models
 from deeplearn import optim, preemption, tasks
-from deeplearn.parallel import mesh as mesh_lib, sharding
+from deeplearn.parallel import async_sgd, mesh as mesh_lib, sharding
 
 
 @flax.struct.dataclass
@@ -108,6 +109,12 @@ def build(config, devices=None) -> Run:
   schedule = optim.make_schedule(config.schedule,
                                  config.optimizer.learning_rate, num_steps)
   tx = optim.make_optimizer(config.optimizer, schedule)
+  # Asynchronous SGD: gradients applied k steps late (config.optimizer).
+  tx = async_sgd.from_config(tx, config.optimizer, config.train.seed)
+  local = config.train.step_form == "local_sgd"
+  if local:  # the replicas' own weights live in the optimizer state
+    from deeplearn.parallel import local_sgd  # imports this module
+    tx = local_sgd.from_config(tx, config.train, rules, mesh)
   averaging = config.optimizer.averaging != "none"
 
   def init_boxed(seed):
@@ -122,6 +129,8 @@ def build(config, devices=None) -> Run:
 
   abstract = jax.eval_shape(init_boxed, config.train.seed)
   state_shardings = sharding.state_shardings(abstract, rules, mesh)
+  if local:
+    state_shardings = local_sgd.replica_shardings(state_shardings, rules, mesh)
   init_fn = jax.jit(lambda seed: nn.unbox(init_boxed(seed)),
                     static_argnums=0, out_shardings=state_shardings)
   return Run(config=config, mesh=mesh, rules=rules, info=info, task=task,
@@ -218,8 +227,14 @@ def make_train_step(run: Run):
     # The rules name the activations' mesh axes (MeshStep sets the mesh).
     with nn.logical_axis_rules(run.rules):
       rng = jax.random.fold_in(state.rng, state.step)
-      loss, sums, model_state, grads = compute_grads(
-          run, state.params, state.model_state, batch, rng)
+      replicas = run.config.optimizer.replicas
+      if replicas > 1:  # asynchronous replicas: tx delays each one's grads
+        loss, sums, model_state, grads = async_sgd.replica_grads(
+            functools.partial(compute_grads, run), replicas, state.params,
+            state.model_state, batch, rng)
+      else:
+        loss, sums, model_state, grads = compute_grads(
+            run, state.params, state.model_state, batch, rng)
       return apply_gradients(run, state, loss, sums, model_state, grads)
 
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
@@ -394,6 +409,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   if config.train.step_form == "shard_map":
     from deeplearn.parallel import data_parallel  # imports this module
     train_step = data_parallel.make_shard_map_train_step(run)
+  elif config.train.step_form == "local_sgd":
+    from deeplearn.parallel import local_sgd  # imports this module
+    train_step = local_sgd.make_local_sgd_train_step(run)
   else:
     train_step = make_train_step(run)
   eval_step = make_eval_step(run)
