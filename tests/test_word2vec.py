@@ -100,11 +100,14 @@ def test_epoch_subsampling_keeps_words_at_the_formula_rate():
   corpus = np.repeat(np.arange(4), counts).astype(np.int32)
   p = word2vec.keep_probs(counts, 1e-2)
   data = word2vec.prepare_epoch(jax.random.key(0), jnp.asarray(corpus),
-                                jnp.zeros(len(corpus), jnp.int32), jnp.asarray(p, jnp.float32))
-  kept = np.asarray(data["ids"])[:int(data["count"])]
+                                jnp.zeros(len(corpus), jnp.int32), jnp.asarray(p, jnp.float32),
+                                jnp.zeros(4, jnp.int32), window=2, negatives=1, tail=0)
+  kept = np.asarray(data["ids"])[2:2 + int(data["count"])]
   rate = np.bincount(kept, minlength=4) / counts
   assert np.all(np.abs(rate - p) < 4 * np.sqrt(p * (1 - p) / counts) + 1e-9), (rate, p)
-  assert np.all(np.diff(np.asarray(data["pos"])[:int(data["count"])]) > 0)  # order kept
+  assert np.all(np.diff(np.asarray(data["pos"])[2:2 + int(data["count"])]) > 0)  # in order
+  reduced = np.asarray(data["reduced"])[2:]
+  assert set(reduced.tolist()) == {0, 1}  # word2vec.c's b, uniform in [0, window)
 
 
 def test_hierarchical_softmax_is_normalised_over_the_vocabulary():
@@ -129,11 +132,11 @@ def test_one_skipgram_ns_step_equals_the_numpy_update():
   rng = np.random.default_rng(0)
   syn0, syn1 = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)
   tables = {"noise": jnp.full(8, 2, jnp.int32), "noise_p": jnp.array([0.2, 0.2, 0.6])}
-  data = {"ids": jnp.array([0, 0, 1, 0, 0], jnp.int32), "sent": jnp.array([-1, 0, 0, -1, -1]),
-          "pos": jnp.array([0, 1, 0, 0, 0], jnp.int32)}
+  data = word2vec.prepare_epoch(jax.random.key(0), jnp.array([0, 1]), jnp.array([0, 0]),
+                                jnp.ones(3), tables["noise"], window=1, negatives=1, tail=2,
+                                sample_on=False)
   params = {"syn0": jnp.asarray(syn0), "syn1": jnp.asarray(syn1)}
-  params, _, stats = word2vec.make_train_steps(cfg)(params, jax.random.key(0), data, tables,
-                                                    0, 1, 0)
+  params, stats = word2vec.make_train_steps(cfg)(params, data, tables, 0, 1, 0)
   sig = lambda z: 1 / (1 + np.exp(-z))
   x, ut, un = syn0[1], syn1[0], syn1[2]
   gt, gn = 1 - sig(x @ ut), 0 - sig(x @ un)

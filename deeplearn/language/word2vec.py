@@ -127,22 +127,31 @@ def sgd_grads(x, u, labels, offsets, mask):
   return jnp.einsum("bck,bkd->bcd", g, u), du, loss
 
 
-@functools.partial(jax.jit, static_argnames=("sample_on",))
-def prepare_epoch(key, corpus, sentence, keep_p, sample_on=True):
-  """Subsampled epoch: kept token ids, their sentence ids and corpus positions,
-  compacted to the front (-1 sentence past `count`), and `count`."""
+@functools.partial(jax.jit, static_argnames=("window", "negatives", "tail", "sample_on"))
+def prepare_epoch(key, corpus, sentence, keep_p, noise, *, window, negatives, tail,
+                  sample_on=True):
+  """An epoch's stream: the kept (subsampled) token ids compacted to the front,
+  their sentence ids (-1 past `count`) and corpus positions, and the epoch's
+  draws per center word: the window reduction and the negatives. Drawing them
+  here in a few large calls, not per step, keeps the step free of PRNG work.
+  Padded with `window` words in front and `tail` behind."""
   n = corpus.shape[0]
-  keep = jax.random.uniform(key, (n,)) < keep_p[corpus] if sample_on else jnp.ones(n, bool)
+  k_keep, k_win, k_neg = jax.random.split(key, 3)
+  keep = jax.random.uniform(k_keep, (n,)) < keep_p[corpus] if sample_on else jnp.ones(n, bool)
   (pos,) = jnp.nonzero(keep, size=n, fill_value=0)
   count = keep.sum()
   live = jnp.arange(n) < count
-  return {"ids": jnp.where(live, corpus[pos], 0), "sent": jnp.where(live, sentence[pos], -1),
-          "pos": pos, "count": count}
+  pad = lambda x, v=0: jnp.pad(x, [(window, tail)] + [(0, 0)] * (x.ndim - 1), constant_values=v)
+  return {"ids": pad(jnp.where(live, corpus[pos], 0)),
+          "sent": pad(jnp.where(live, sentence[pos], -1), -1), "pos": pad(pos),
+          "reduced": pad(jax.random.randint(k_win, (n,), 0, window)),  # word2vec.c's b
+          "noise": pad(noise[jax.random.randint(k_neg, (n, negatives), 0, noise.shape[0])]),
+          "count": count}
 
 
 def make_train_steps(cfg: dict):
-  """A jitted (params, key, epoch_data, tables, first_step, num_steps, epoch)
-  -> (params, key, [loss, pairs]) running steps first_step.. of an epoch;
+  """A jitted (params, epoch_data, tables, first_step, num_steps, epoch) ->
+  (params, [loss, pairs]) running steps first_step.. of an epoch;
   one per distinct cfg, so a process compiles each setting once."""
   return _make_train_steps(tuple(sorted(cfg.items())))
 
@@ -156,13 +165,12 @@ def _make_train_steps(cfg_items: tuple):
   total = cfg["corpus_words"] * cfg["epochs"]  # words the schedule runs over
   offs = np.array([o for o in range(-w, w + 1) if o], np.int32)
 
-  def outputs(key, center, tables):
+  def outputs(center, noise, tables):
     """Output rows [B, K'], labels, logit offsets and mask for each center."""
     if loss_kind == "hs":
       points, codes = tables["points"][center], tables["codes"][center]
       live = jnp.arange(points.shape[1]) < tables["lengths"][center][:, None]
       return points, 1.0 - codes, jnp.zeros(points.shape), live
-    noise = tables["noise"][jax.random.randint(key, (b, k), 0, tables["noise"].shape[0])]
     rows = jnp.concatenate([center[:, None], noise], 1)
     labels = jnp.zeros(rows.shape).at[:, 0].set(1.0)
     if loss_kind == "nce":  # logit s - log(k q(w)), noise equal to the target kept
@@ -171,21 +179,21 @@ def _make_train_steps(cfg_items: tuple):
     return rows, labels, jnp.zeros(rows.shape), live  # word2vec.c skips noise == target
 
   def step(i, carry, data, tables, epoch):
-    params, key, stats = carry
-    key, k_win, k_out = jax.random.split(key, 3)
+    params, stats = carry
     start = i * b  # the stream is padded with w words in front
     ids = lax.dynamic_slice(data["ids"], (start,), (b + 2 * w,))
     sent = lax.dynamic_slice(data["sent"], (start,), (b + 2 * w,))
-    pos = lax.dynamic_slice(data["pos"], (start,), (b,))
+    pos = lax.dynamic_slice(data["pos"], (start + w,), (b,))
+    reduced = lax.dynamic_slice(data["reduced"], (start + w,), (b,))[:, None]
+    noise = lax.dynamic_slice(data["noise"], (start + w, 0), (b, data["noise"].shape[1]))
     center, c_sent = ids[w:w + b], sent[w:w + b]
     ctx = jnp.stack([ids[w + o:w + o + b] for o in offs], 1)  # [B, 2w]
     ctx_sent = jnp.stack([sent[w + o:w + o + b] for o in offs], 1)
-    reduced = jax.random.randint(k_win, (b, 1), 0, w)  # word2vec.c's b
     live = (np.abs(offs) <= w - reduced) & (ctx_sent == c_sent[:, None]) & (c_sent[:, None] >= 0)
     # Linear decay over all training words, per center word (gensim: per job).
     lr = jnp.maximum(alpha - (alpha - min_alpha) * (epoch * cfg["corpus_words"] + pos) / total,
                      min_alpha)[:, None, None]
-    rows, labels, offsets, out_live = outputs(k_out, center, tables)
+    rows, labels, offsets, out_live = outputs(center, noise, tables)
     syn0, syn1 = params["syn0"], params["syn1"]
     u = syn1[rows]  # [B, K', D]
     if sg:  # each context word predicts the center word
@@ -202,23 +210,16 @@ def _make_train_steps(cfg_items: tuple):
     syn0 = syn0.at[ctx.reshape(-1)].add((lr * dx).reshape(-1, dx.shape[-1]))
     syn1 = syn1.at[rows.reshape(-1)].add((lr * du).reshape(-1, du.shape[-1]))
     pairs = live.sum() if sg else (live.sum(1) > 0).sum()
-    return {"syn0": syn0, "syn1": syn1}, key, stats + jnp.stack([loss, pairs])
+    return {"syn0": syn0, "syn1": syn1}, stats + jnp.stack([loss, pairs])
 
   @functools.partial(jax.jit, donate_argnums=(0,))
-  def train_steps(params, key, data, tables, first, num, epoch):
+  def train_steps(params, data, tables, first, num, epoch):
     # A while loop of dynamic length (fori_loop with traced bounds): one
     # compile serves every call, and no step is spent past the epoch's end.
     body = functools.partial(step, data=data, tables=tables, epoch=epoch)
-    return lax.fori_loop(first, first + num, body, (params, key, jnp.zeros(2)))
+    return lax.fori_loop(first, first + num, body, (params, jnp.zeros(2)))
 
   return train_steps
-
-
-def pad_epoch(data: dict, window: int, tail: int) -> dict:
-  """The epoch stream padded with `window` words in front and `tail` behind."""
-  pad = lambda x, v: jnp.pad(x, (window, tail), constant_values=v)
-  return {"ids": pad(data["ids"], 0), "sent": pad(data["sent"], -1),
-          "pos": jnp.pad(data["pos"], (0, tail + 2 * window))}
 
 
 def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
@@ -250,7 +251,8 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
     manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                     options=ocp.CheckpointManagerOptions(max_to_keep=2))
     if manager.latest_step() is not None:
-      state = {"params": params, "key": jax.random.key_data(key), "epoch": np.asarray(0, np.int32)}
+      state = {"params": params, "key": jax.random.key_data(key),
+               "epoch": np.asarray(0, np.int32)}
       state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
       params, key = state["params"], jax.random.wrap_key_data(state["key"])
       start_epoch = int(state["epoch"])
@@ -260,9 +262,11 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
   train_time, loss = 0.0, float("nan")
   # Compile both functions outside the timing (a call of 0 steps is a no-op).
   t0 = time.perf_counter()
-  warm = prepare_epoch(key, corpus, sentence, keep_p, sample_on=bool(cfg["sample"]))
-  warm = pad_epoch(warm, cfg["window"], per_call * b + 2 * cfg["window"])
-  params, key, _ = train_steps(params, key, warm, tables, 0, 0, 0)
+  epoch_data = functools.partial(
+      prepare_epoch, corpus=corpus, sentence=sentence, keep_p=keep_p, noise=tables["noise"],
+      window=cfg["window"], negatives=0 if cfg["loss"] == "hs" else cfg["negatives"],
+      tail=per_call * b + cfg["window"], sample_on=bool(cfg["sample"]))
+  params, _ = train_steps(params, epoch_data(key), tables, 0, 0, 0)
   jax.block_until_ready(params)
   compile_time = time.perf_counter() - t0
   for epoch in range(start_epoch, cfg["epochs"]):
@@ -270,14 +274,13 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
       break
     t0 = time.perf_counter()
     key, k_epoch = jax.random.split(key)
-    data = prepare_epoch(k_epoch, corpus, sentence, keep_p, sample_on=bool(cfg["sample"]))
+    data = epoch_data(k_epoch)
     count = int(data["count"])
     num_steps = -(-count // b)
-    data = pad_epoch(data, cfg["window"], per_call * b + 2 * cfg["window"])
     stats = np.zeros(2)
     for first in range(0, num_steps, per_call):
-      params, key, s = train_steps(params, key, data, tables, first,
-                                    min(per_call, num_steps - first), epoch)
+      params, s = train_steps(params, data, tables, first, min(per_call, num_steps - first),
+                              epoch)
       stats += np.asarray(s)
     jax.block_until_ready(params)
     dt = time.perf_counter() - t0
@@ -289,7 +292,8 @@ def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
         f" {raw_words / dt:,.0f} words/s")
     if manager:
       manager.save(epoch + 1, args=ocp.args.StandardSave(
-          {"params": params, "key": jax.random.key_data(key), "epoch": np.asarray(epoch + 1, np.int32)}))
+          {"params": params, "key": jax.random.key_data(key),
+           "epoch": np.asarray(epoch + 1, np.int32)}))
       manager.wait_until_finished()
   epochs_run = cfg["epochs"] - start_epoch if not stop_after_epochs else min(
       stop_after_epochs, cfg["epochs"]) - start_epoch
