@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from deeplearn.models import register
+from deeplearn.models.softmax import OUTPUTS
 
 CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 
@@ -91,6 +92,13 @@ class RNNLM(nn.Module):
   `carry` / `return_carry` continue a sequence from a previous call's state
   (sampling one token at a time). Unidirectional only: a bidirectional layer
   would let position t read the token it predicts.
+
+  `output` picks the output layer of deeplearn/models/softmax.py: "softmax",
+  "sampled" (`num_sampled` candidates from `proposal`) or "hierarchical"
+  (Huffman tree of `counts`, balanced if empty). Given `targets` [batch,
+  time] the model returns that layer's training loss per token instead of
+  logits (sampled softmax draws from the "sample" rng); without, the logits
+  are the full softmax's, or hierarchical softmax's exact log-probabilities.
   """
   vocab_size: int
   embed_dim: int = 64
@@ -100,9 +108,14 @@ class RNNLM(nn.Module):
   dropout_rate: float = 0.0
   bptt_len: int = 0  # 0: full BPTT over the sequence
   unroll: int = 1  # time steps per scan iteration (nn.RNN's unroll)
+  output: str = "softmax"  # or "sampled", "hierarchical"
+  num_sampled: int = 64  # "sampled": candidates per batch
+  proposal: str = "log_uniform"  # "sampled": or "unigram" (needs counts)
+  counts: tuple = ()  # training count of each token id ("unigram", Huffman tree)
 
   @nn.compact
-  def __call__(self, inputs, *, train: bool, carry=None, return_carry: bool = False):
+  def __call__(self, inputs, *, train: bool, carry=None, return_carry: bool = False,
+               targets=None):
     x = nn.Embed(self.vocab_size, self.embed_dim, name="embed",
                  embedding_init=nn.with_logical_partitioning(
                      nn.initializers.normal(1.0), ("vocab", "embed")))(inputs)
@@ -120,9 +133,12 @@ class RNNLM(nn.Module):
       outputs.append(y)
     y = jnp.concatenate(outputs, axis=1)  # [batch, time, hidden]
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    logits = nn.Dense(self.vocab_size, name="head", kernel_init=nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), ("embed", "vocab")),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("vocab",)))(y)
-    logits = logits.astype(jnp.float32)
-    return (carry, logits) if return_carry else logits
+    if self.output not in OUTPUTS:
+      raise ValueError(f"config.model.output={self.output!r}: use one of {sorted(OUTPUTS)}.")
+    extra = {"sampled": dict(num_sampled=self.num_sampled, proposal=self.proposal,
+                             counts=self.counts),
+             "hierarchical": dict(counts=self.counts)}.get(self.output, {})
+    head = OUTPUTS[self.output](self.hidden_size, self.vocab_size, name="head", **extra)
+    out = head(y) if targets is None else head.loss(y, targets)  # logits or losses
+    return (carry, out) if return_carry else out
 
