@@ -68,4 +68,4 @@ def get_model(model_cfg) -> nn.Module:
 # Imported last: each family file calls `register` defined above.
 from deeplearn.models import (  # noqa: E402,F401
     alexnet, convnet, inception, lenet, linear, maxout, mlp, mnist1d, ngram, resnet, rnn,
-    seq2seq, transformer, vgg)
+    seq2seq, transformer, two_tower, vgg)

@@ -16,10 +16,11 @@ add up, so sums from many batches and devices combine exactly.
 from deeplearn.config import did_you_mean
 from deeplearn.tasks.classification import Classification
 from deeplearn.tasks.language_model import LanguageModel
+from deeplearn.tasks.pair_ranking import PairRanking
 from deeplearn.tasks.seq2seq import Seq2Seq
 
 TASKS = {"classification": Classification, "language_model": LanguageModel,
-         "seq2seq": Seq2Seq}
+         "seq2seq": Seq2Seq, "pair_ranking": PairRanking}
 
 
 def get_task(name: str, model, info, label_smoothing: float = 0.0):
