@@ -55,7 +55,7 @@ def get_config(arg=None):
   if arg == "tiny":
     config.model.update(vocab_size=128, embed_dim=16, hidden_size=32, encoder_layers=1,
                         attention_dim=32, dropout_rate=0.0)
-    config.data.update(vocab_size=128, tokenizer_examples=1000, seq_len=16, batch_size=16,
+    config.data.update(vocab_size=128, tokenizer_examples=1000, seq_len=12, batch_size=16,
                        eval_batch_size=32)
     config.optimizer.learning_rate = 1e-2
     config.schedule.warmup_steps = 2

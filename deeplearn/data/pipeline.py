@@ -555,9 +555,10 @@ def _translated(builder, split, translation, seq_len):
         too_long[i] |= len(row) > seq_len
         columns[key][i, :min(len(row), seq_len)] = row[:seq_len]
   drop = split == translation.train_split
-  logging.info("%s[%s]: %d of %d pairs longer than seq_len=%d subwords on a side, %s",
-               builder.info.full_name, split, too_long.sum(), n, seq_len,
-               "dropped" if drop else "truncated")
+  if too_long.any():  # a warning: the train loop keeps only those
+    logging.warning("%s[%s]: %d of %d pairs are longer than seq_len=%d subwords on a side: %s",
+                    builder.info.full_name, split, too_long.sum(), n, seq_len,
+                    "dropped" if drop else "truncated")
   if drop:
     if too_long.all():
       raise ValueError(f"config.data.seq_len={seq_len} drops every pair of {builder.name}"
