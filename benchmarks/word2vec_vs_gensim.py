@@ -55,6 +55,7 @@ def run_gensim(sentences, arch, loss, seed):
   logger = logging.getLogger("gensim.models.word2vec")
   logger.addHandler(handler)
   logger.setLevel(logging.INFO)
+  logger.propagate = False  # keep its progress lines out of the output
   model = Word2Vec(vector_size=SETTINGS["dim"], window=SETTINGS["window"],
                    min_count=SETTINGS["min_count"], sample=SETTINGS["sample"],
                    sg=int(arch == "sg"), hs=int(loss == "hs"),

@@ -101,10 +101,10 @@ def noise_table(counts: np.ndarray, size: int = NOISE_TABLE) -> np.ndarray:
 
 
 def init_params(key, vocab_size: int, dim: int, loss: str) -> dict:
-  """word2vec.c: inputs uniform in +-0.5/dim, outputs zero (V-1 inner nodes for hs)."""
+  """gensim 4: inputs uniform in +-1/dim (word2vec.c: +-0.5/dim), outputs zero
+  (V-1 inner nodes for hs)."""
   rows = vocab_size - 1 if loss == "hs" else vocab_size
-  return {"syn0": jax.random.uniform(key, (vocab_size, dim), jnp.float32,
-                                     -0.5 / dim, 0.5 / dim),
+  return {"syn0": jax.random.uniform(key, (vocab_size, dim), jnp.float32, -1 / dim, 1 / dim),
           "syn1": jnp.zeros((rows, dim), jnp.float32)}
 
 
