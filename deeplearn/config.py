@@ -128,6 +128,12 @@ def default_config() -> ml_collections.ConfigDict:
   # of SGD with Nesterov momentum 0.9 and outer_learning_rate).
   c.train.outer_optimizer = "average"
   c.train.outer_learning_rate = 0.7
+  # step_form "pipeline" (parallel/pipeline.py): the layers cut into
+  # config.mesh.stage stages, the batch into `microbatches` that flow through;
+  # schedule "gpipe" (all forwards, then all backwards) or "1f1b" (one forward,
+  # one backward: about p stored activations per stage instead of m).
+  c.train.pipeline_schedule = "1f1b"
+  c.train.microbatches = 4
   # A NaN / Inf in the loss, gradients or new parameters: "stop" (error naming
   # the step and the leaf; nothing non-finite is saved) or "skip" the update,
   # at most `max_nonfinite_skips` times in a row, then stop.
@@ -199,12 +205,15 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         f" (config.data.batch_size={config.data.batch_size}) must divide into"
         f" {k} micro-batches, each a multiple of the {num_batch_shards} batch"
         " shards.")
-  if config.train.step_form not in ("jit", "shard_map", "local_sgd"):
+  if config.train.step_form not in ("jit", "shard_map", "local_sgd",
+                                    "pipeline"):
     raise ValueError(
         f"config.train.step_form={config.train.step_form!r}: use 'jit',"
-        " 'shard_map' or 'local_sgd' (the pmap form is deeplearn.parallel"
+        " 'shard_map', 'local_sgd' or 'pipeline' (the pmap form is deeplearn.parallel"
         ".data_parallel.make_pmap_train_step, for study outside the loop).")
   _validate_async(config, num_batch_shards)
+  if config.train.step_form == "pipeline":
+    _validate_pipeline(config, num_batch_shards)
   if config.model.get("bn_axis_name") is not None:
     raise ValueError(
         f"config.model.bn_axis_name={config.model.bn_axis_name!r}: leave it"
@@ -264,6 +273,42 @@ def _validate_async(config, num_batch_shards: int) -> None:
     raise ValueError(
         f"config.train.outer_optimizer={train.outer_optimizer!r}: use"
         " 'average' (local SGD) or 'nesterov' (DiLoCo).")
+
+
+def _validate_pipeline(config, num_batch_shards: int) -> None:
+  """Checks of the pipeline step form that need no mesh (the stage count
+  against the layers: parallel/pipeline.check)."""
+  train, model = config.train, config.model
+  schedules = ("gpipe", "1f1b")
+  if train.pipeline_schedule not in schedules:
+    raise ValueError(
+        f"config.train.pipeline_schedule={train.pipeline_schedule!r}; "
+        f"{did_you_mean(train.pipeline_schedule, schedules)}use one of"
+        f" {list(schedules)}.")
+  m = train.microbatches
+  if m < 1 or config.data.batch_size % (m * num_batch_shards):
+    raise ValueError(
+        f"config.train.microbatches={m}: the global batch"
+        f" (config.data.batch_size={config.data.batch_size}) must divide into"
+        f" {m} micro-batches on each of the {num_batch_shards} batch shards;"
+        " use a batch_size of"
+        f" {_multiples_near(config.data.batch_size, max(m, 1) * num_batch_shards)}.")
+  if model.name != "transformer" or not model.get("scan_layers"):
+    raise ValueError(
+        "config.train.step_form='pipeline' cuts a stack of equal layers into"
+        " stages: use config.model.name='transformer' with"
+        f" config.model.scan_layers=True (got name={model.name!r},"
+        f" scan_layers={model.get('scan_layers')}).")
+  stages = config.mesh.get("stage", 1)
+  if stages > 0 and model.num_layers % stages:
+    raise ValueError(
+        f"config.model.num_layers={model.num_layers} must divide into the"
+        f" config.mesh.stage={stages} pipeline stages.")
+  if train.grad_accum_steps != 1 or config.optimizer.replicas != 1:
+    raise ValueError(
+        "config.train.step_form='pipeline' already cuts the batch into"
+        " config.train.microbatches: set config.train.grad_accum_steps=1 and"
+        " config.optimizer.replicas=1.")
 
 
 def _multiples_near(size: int, factor: int) -> str:

@@ -412,6 +412,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   elif config.train.step_form == "local_sgd":
     from deeplearn.parallel import local_sgd  # imports this module
     train_step = local_sgd.make_local_sgd_train_step(run)
+  elif config.train.step_form == "pipeline":
+    from deeplearn.parallel import pipeline  # imports this module
+    train_step = pipeline.make_pipeline_train_step(run)
   else:
     train_step = make_train_step(run)
   eval_step = make_eval_step(run)

@@ -1,0 +1,327 @@
+"""Pipeline parallelism: the model's layers cut into stages along `stage`.
+
+Lecture concept: pipelined model parallelism. Each device of the `stage`
+axis holds L/p consecutive layers; a global batch is cut into m micro-batches
+that flow through the stages, activations passed to the next stage and
+gradients back to the previous one with `lax.ppermute`. Two schedules
+(`config.train.pipeline_schedule`), on one timetable of ticks where a stage
+runs one forward (F) or one backward (B) of one micro-batch per tick:
+
+  gpipe  all forwards, then all backwards (Huang et al., "GPipe", 2019): a
+         stage keeps the inputs of all m micro-batches until the flush.
+  1f1b   one-forward-one-backward (PipeDream-Flush, Narayanan et al.,
+         "Memory-efficient pipeline-parallel DNN training", 2021): stage s
+         runs at most p - s micro-batches ahead of its backwards, so it keeps
+         about p inputs, not m. Same ticks, so the same bubble.
+
+Both take 2(m + p - 1) ticks for 2m ticks of work per stage: the bubble is
+(p - 1) / (m + p - 1). As in GPipe, a stage keeps only its input activation
+per micro-batch and recomputes its forward in the backward tick (jax.vjp), so
+the stash of inputs is the activation memory the schedule bounds.
+
+The Transformer with `scan_layers` pipelines: its block parameters carry a
+leading `layers` axis, which the rule `("layers", "stage")` splits into the
+stages. The embedding runs on the first stage, the final LayerNorm, output
+layer and loss on the last (tied embeddings: both use `wte`, whose gradient
+is summed over stages). The batch also splits over `data` and `fsdp` (the
+mesh's batch axes): gradients are summed over them. Parameters stored sharded
+over `fsdp` are gathered whole for the step (jit inserts the all-gather); the
+optimizer update runs on the shards. The `model` and `expert` axes must be 1.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from deeplearn import train
+from deeplearn.models import transformer
+from deeplearn.parallel import sharding
+
+SCHEDULES = ("gpipe", "1f1b")
+IDLE, FORWARD, BACKWARD = 0, 1, 2
+
+
+def schedule(kind: str, stages: int, microbatches: int):
+  """The timetable: (op, micro-batch) int arrays [ticks, stages].
+
+  Each tick a stage runs the first op its policy allows: F(j) once stage s-1
+  ran F(j) in an earlier tick, B(j) once it ran F(j) and stage s+1 ran B(j).
+  GPipe prefers forwards; 1F1B prefers backwards and runs a forward only
+  while fewer than p - s micro-batches wait for their backward.
+  """
+  if kind not in SCHEDULES:
+    raise ValueError(f"pipeline schedule {kind!r}: use one of {SCHEDULES}.")
+  p, m = stages, microbatches
+  t_f = np.full((p, m), -1)
+  t_b = np.full((p, m), -1)
+  ops, mbs = [], []
+  t = 0
+  while (t_b < 0).any():
+    op_row, mb_row = [IDLE] * p, [0] * p
+    for s in range(p):
+      f, b = (t_f[s] >= 0).sum(), (t_b[s] >= 0).sum()  # next F / B (in order)
+      can_f = f < m and (s == 0 or 0 <= t_f[s - 1, f] < t)
+      can_b = (b < m and 0 <= t_f[s, b] < t
+               and (s == p - 1 or 0 <= t_b[s + 1, b] < t))
+      if kind == "1f1b":
+        can_f = can_f and f - b < p - s
+        order = ((can_b, BACKWARD, b), (can_f, FORWARD, f))
+      else:
+        order = ((can_f, FORWARD, f), (can_b, BACKWARD, b))
+      for can, op, j in order:
+        if can:
+          op_row[s], mb_row[s] = op, j
+          (t_f if op == FORWARD else t_b)[s, j] = t
+          break
+    ops.append(op_row)
+    mbs.append(mb_row)
+    t += 1
+  return np.array(ops, np.int32), np.array(mbs, np.int32)
+
+
+def bubble_fraction(ops) -> float:
+  """Idle share of the stage-ticks of a timetable."""
+  return float((ops == IDLE).mean())
+
+
+def buffer_slots(ops, mbs) -> int:
+  """Fewest slots K such that micro-batch j's received input (or gradient),
+  kept in slot j % K from the tick it arrives to its backward, never
+  overwrites one still needed: the activation memory of the schedule."""
+  ticks, p = ops.shape
+  when = lambda s, op: {int(mbs[t, s]): t for t in range(ticks) if ops[t, s] == op}
+  spans = []  # (arrival tick, backward tick, micro-batch) per stage and buffer
+  for s in range(p):
+    done = when(s, BACKWARD)
+    for sender, op in ((s - 1, FORWARD), (s + 1, BACKWARD)):
+      if 0 <= sender < p:
+        spans.append([(t, done[j], j) for j, t in when(sender, op).items()])
+  m = int(mbs.max()) + 1
+  for k in range(1, m + 1):
+    if all(not (j1 != j2 and j1 % k == j2 % k and a1 < d2 and a2 < d1)
+           for buf in spans for a1, d1, j1 in buf for a2, d2, j2 in buf):
+      return k
+  return m
+
+
+class _Stages:
+  """The Transformer cut into: embedding (stage 0), a stage's blocks, and
+  final LayerNorm + output layer (last stage). Same parameter names and
+  computation as deeplearn.models.transformer.Transformer."""
+
+  def __init__(self, model: transformer.Transformer, layers_per_stage: int):
+    self.model = model
+    dtype, param_dtype = jnp.dtype(model.dtype), jnp.dtype(model.param_dtype)
+    padded = -(-model.vocab_size // model.vocab_pad_multiple) * model.vocab_pad_multiple
+    self.wte = nn.Embed(padded, model.embed_dim, dtype=dtype, param_dtype=param_dtype)
+    self.wpe = nn.Embed(model.max_len, model.embed_dim, dtype=dtype,
+                        param_dtype=param_dtype)
+    self.ln_f = nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=param_dtype)
+    self.head = nn.Dense(padded, use_bias=False, dtype=dtype,
+                         param_dtype=param_dtype)
+    block = transformer.Block
+    if model.remat != "none":
+      block = nn.remat(block, policy=transformer.REMAT_POLICIES[model.remat],
+                       prevent_cse=False)
+    layer = dict(
+        num_heads=model.num_heads, mlp_dim=model.mlp_dim or 4 * model.embed_dim,
+        dropout_rate=model.dropout_rate, deterministic=False, dtype=dtype,
+        param_dtype=param_dtype,
+        out_init_std=0.02 / (2 * model.num_layers) ** 0.5)
+    self.blocks = nn.scan(block, length=layers_per_stage,
+                          variable_axes={"params": 0},
+                          split_rngs={"params": True, "dropout": True})(**layer)
+    self.dropout = nn.Dropout(model.dropout_rate, deterministic=False)
+
+  def embed(self, params, tokens, rng):  # -> [batch, length, embed]
+    positions = jnp.arange(tokens.shape[1])[None]
+    x = (self.wte.apply({"params": params["wte"]}, tokens)
+         + self.wpe.apply({"params": params["wpe"]}, positions))
+    return self.dropout.apply({}, x, rngs={"dropout": rng})
+
+  def run_blocks(self, block_params, x, rng):
+    return self.blocks.apply({"params": block_params}, x, None,
+                             rngs={"dropout": rng})[0]
+
+  def logits(self, params, x):  # -> float32 [batch, length, vocab]
+    x = self.ln_f.apply({"params": params["ln_f"]}, x)
+    if self.model.tie_embeddings:
+      logits = self.wte.apply({"params": params["wte"]}, x, method="attend")
+    else:
+      logits = self.head.apply({"params": params["head"]}, x)
+    return logits[..., :self.model.vocab_size].astype(jnp.float32)
+
+
+def check(run: train.Run) -> None:
+  """Refuses, naming the fix, a run the pipeline form cannot split."""
+  model, mesh = run.task.model, run.mesh
+  if not (isinstance(model, transformer.Transformer) and model.scan_layers
+          and getattr(model, "output", "softmax") == "softmax"):
+    raise ValueError(
+        "config.train.step_form='pipeline' cuts a stack of equal layers into"
+        " stages: it supports config.model.name='transformer' with"
+        f" scan_layers=True, not {type(model).__name__}"
+        f"{'' if not hasattr(model, 'scan_layers') else ' scan_layers=' + str(model.scan_layers)}.")
+  p = mesh.shape["stage"]
+  if model.num_layers % p:
+    raise ValueError(
+        f"config.model.num_layers={model.num_layers} must divide into the"
+        f" {p} pipeline stages (config.mesh.stage): each stage holds an equal"
+        " share of the layers.")
+  if mesh.shape["model"] > 1 or mesh.shape["expert"] > 1:
+    raise ValueError(
+        "config.train.step_form='pipeline' splits the mesh axes data, fsdp and"
+        f" stage; got mesh {dict(mesh.shape)}: set config.mesh.model and"
+        " config.mesh.expert to 1.")
+  if ("layers", "stage") not in run.rules:
+    raise ValueError(
+        "config.train.step_form='pipeline' keeps each stage's layers on its"
+        " own devices: add the rule ('layers', 'stage') to"
+        f" config.sharding.rules (now {run.rules}).")
+  if jax.tree.leaves(jax.eval_shape(run.init_fn, run.config.train.seed)
+                     .model_state):
+    raise ValueError("config.train.step_form='pipeline': the model may keep no"
+                     " state besides its parameters (batch statistics).")
+
+
+def _param_specs(params):
+  """P('stage') for the block stack (its leading `layers` axis), P() else."""
+  return {name: jax.tree.map(lambda _: P("stage") if name == "blocks" else P(),
+                             tree) for name, tree in params.items()}
+
+
+def make_pipeline_grads(run: train.Run):
+  """(params, batch, rng) -> (loss, metric sums, grads), pipelined.
+
+  Called inside jit; the gradients come out laid out as the parameters'
+  in-specs (blocks split over stage), summed over micro-batches and the
+  batch axes, equal to the unpipelined model's on the same global batch.
+  """
+  check(run)
+  cfg = run.config.train
+  p, m = run.mesh.shape["stage"], cfg.microbatches
+  ops, mbs = schedule(cfg.pipeline_schedule, p, m)
+  slots = buffer_slots(ops, mbs)
+  model = run.task.model
+  stages = _Stages(model, model.num_layers // p)
+  axes = sharding.batch_axes(run.rules, run.mesh)
+  tokens = run.config.data.batch_size * run.config.data.seq_len  # whole batch
+  task = run.task
+  dtype = jnp.dtype(model.dtype)
+
+  def stage_fn(block_params, rest, x_in, micro, rng):
+    """This stage on one micro-batch: (output, loss sum), metric sums.
+
+    The first stage embeds the tokens instead of reading x_in; the last
+    scores its output (the others give zeros, so their gradient is zero)."""
+    s = lax.axis_index("stage")
+    x = lax.cond(s == 0, lambda: stages.embed(rest, micro["inputs"], rng).astype(dtype),
+                 lambda: x_in)
+    y = stages.run_blocks(block_params, x, jax.random.fold_in(rng, 1))
+
+    def score():
+      logits = stages.logits(rest, y)
+      targets = micro["targets"]
+      return task._sums(logits, targets, jnp.ones(targets.shape[0], jnp.float32),
+                        task.label_smoothing)
+
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(score))
+    sums = lax.cond(s == p - 1, score, lambda: zeros)
+    return (y, sums["loss"]), sums
+
+  def pipelined(params, batch, rng):
+    block_params = params["blocks"]
+    rest = {k: v for k, v in params.items() if k != "blocks"}
+    s = lax.axis_index("stage")
+    if axes:  # each batch shard draws its own dropout masks
+      rng = jax.random.fold_in(rng, lax.axis_index(axes))
+    micro = jax.tree.map(lambda x: x.reshape(m, -1, *x.shape[1:]), batch)
+    width = (micro["inputs"].shape[1], micro["inputs"].shape[2], model.embed_dim)
+    buffer = jnp.zeros((slots, *width), dtype)  # [K, micro batch, length, embed]
+    zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+    sums_shape = jax.eval_shape(
+        lambda: stage_fn(block_params, rest, buffer[0],
+                         jax.tree.map(lambda x: x[0], micro), rng)[1])
+
+    def tick(carry, row):
+      inputs, grads_in, grads, sums = carry
+      op_row, mb_row = row
+      j = mb_row[s]
+      one = jax.tree.map(lambda x: x[j], micro)
+      args = (block_params, rest, inputs[j % slots], one,
+              jax.random.fold_in(rng, j))  # same masks in F and B's recompute
+
+      def idle(grads, sums):
+        return jnp.zeros(width, dtype), jnp.zeros(width, dtype), grads, sums
+
+      def forward(grads, sums):
+        (y, _), new = stage_fn(*args)
+        return y, jnp.zeros(width, dtype), grads, jax.tree.map(jnp.add, sums, new)
+
+      def backward(grads, sums):
+        _, vjp, _ = jax.vjp(lambda b, r, x: stage_fn(b, r, x, *args[3:]),
+                            *args[:3], has_aux=True)
+        # d(mean loss over the global batch) / d(this loss sum) = 1 / tokens.
+        d_blocks, d_rest, dx = vjp(
+            (grads_in[j % slots], jnp.asarray(1.0 / tokens, jnp.float32)))
+        grads = jax.tree.map(jnp.add, grads, {"blocks": d_blocks, **d_rest})
+        return jnp.zeros(width, dtype), dx, grads, sums
+
+      y, dx, grads, sums = lax.switch(op_row[s], (idle, forward, backward),
+                                      grads, sums)
+      # Activations go one stage on, gradients one stage back.
+      y = lax.ppermute(y, "stage", [(i, i + 1) for i in range(p - 1)])
+      dx = lax.ppermute(dx, "stage", [(i + 1, i) for i in range(p - 1)])
+      prev, nxt = jnp.maximum(s - 1, 0), jnp.minimum(s + 1, p - 1)
+      got_y = (s > 0) & (op_row[prev] == FORWARD)
+      got_dx = (s < p - 1) & (op_row[nxt] == BACKWARD)
+      put = lambda buf, got, x, k: buf.at[k % slots].set(
+          jnp.where(got, x, buf[k % slots]))
+      inputs = put(inputs, got_y, y, mb_row[prev])
+      grads_in = put(grads_in, got_dx, dx, mb_row[nxt])
+      return (inputs, grads_in, grads, sums), None
+
+    carry = (buffer, buffer, zeros(params), zeros(sums_shape))
+    (_, _, grads, sums), _ = lax.scan(tick, carry, (jnp.asarray(ops),
+                                                    jnp.asarray(mbs)))
+    # Embedding and output layer: replicated over stages, used on one or two.
+    rest_grads = lax.psum({k: v for k, v in grads.items() if k != "blocks"},
+                          "stage")
+    grads = {**rest_grads, "blocks": grads["blocks"]}
+    sums = lax.psum(sums, "stage")
+    if axes:
+      grads, sums = lax.psum((grads, sums), axes)
+    return sums["loss"] / sums["count"], sums, grads
+
+  def grads_fn(params, batch, rng):
+    specs = _param_specs(params)
+    # check_vma=False: pmap-style untyped replication, as in data_parallel.
+    return jax.shard_map(
+        pipelined, mesh=run.mesh, in_specs=(specs, P(axes or None), P()),
+        out_specs=(P(), P(), specs), axis_names=frozenset({*axes, "stage"}),
+        check_vma=False)(params, batch, rng)
+
+  return grads_fn
+
+
+def make_pipeline_train_step(run: train.Run):
+  """The pipelined step, a drop-in for `train.make_train_step(run)`:
+  (state, batch) -> (state, metrics, health), jitted, state donated."""
+  grads_fn = make_pipeline_grads(run)
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    loss, sums, grads = grads_fn(state.params, batch, rng)
+    return train.apply_gradients(run, state, loss, sums, state.model_state,
+                                 grads)
+
+  replicated = NamedSharding(run.mesh, P())
+  return train.MeshStep(jax.jit(
+      train_step, in_shardings=(run.state_shardings, run.batch_sharding),
+      out_shardings=(run.state_shardings, replicated, replicated),
+      donate_argnums=0), run.mesh)
