@@ -18,7 +18,8 @@ from deeplearn.parallel import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_transformer_pipeline.py")
-MESHES = {"stage": {"stage": 4, "data": 2}, "data_x_stage": {"data": 2, "stage": 4}}
+# name: (mesh, devices)
+MESHES = {"stage": ({"stage": 4}, 4), "data_x_stage": ({"data": 2, "stage": 4}, 8)}
 RTOL = 1e-4
 
 
@@ -64,7 +65,9 @@ def compiled(tfds_data_dir):
 
   def get(schedule, mesh):
     if (schedule, mesh) not in cache:
-      run = train.build(make_config(tfds_data_dir, schedule, MESHES[mesh]))
+      shape, devices = MESHES[mesh]
+      run = train.build(make_config(tfds_data_dir, schedule, shape),
+                        devices=jax.devices()[:devices])
       step = pipeline.make_pipeline_train_step(run)
       state = train.abstract_state(run)
       batch = jax.ShapeDtypeStruct(
@@ -77,8 +80,10 @@ def compiled(tfds_data_dir):
   return get
 
 
-@pytest.mark.parametrize("mesh", ["data_x_stage"])
-@pytest.mark.parametrize("schedule", pipeline.SCHEDULES)
+# The stage-only mesh (no batch axes) runs one schedule: every compile of
+# the 8-device step takes seconds, and the schedules share that code path.
+@pytest.mark.parametrize("schedule, mesh", [
+    ("gpipe", "data_x_stage"), ("1f1b", "data_x_stage"), ("gpipe", "stage")])
 def test_pipelined_step_equals_the_unpipelined_model(
     compiled, reference, schedule, mesh):
   run, step = compiled(schedule, mesh)
@@ -103,3 +108,80 @@ def test_pipelined_step_equals_the_unpipelined_model(
                                    jax.tree.leaves(want)):
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=RTOL * scale,
                                err_msg=jax.tree_util.keystr(path))
+
+
+def test_1f1b_compiles_to_less_temporary_memory_than_gpipe(compiled):
+  """m = 8 micro-batches on p = 4 stages: GPipe keeps every stage's 8 inputs
+  (and 8 incoming gradients) until the flush, 1F1B at most 4."""
+  runs = {s: compiled(s, "data_x_stage") for s in pipeline.SCHEDULES}
+  temp = {s: step.memory_analysis().temp_size_in_bytes
+          for s, (_, step) in runs.items()}
+  config = runs["1f1b"][0].config
+  m, p = config.train.microbatches, 4
+  assert m == 8
+  slots = {s: pipeline.buffer_slots(*pipeline.schedule(s, p, m))
+           for s in pipeline.SCHEDULES}
+  assert slots == {"gpipe": 8, "1f1b": 4}
+  per_slot = (config.data.batch_size // 2 // m * config.data.seq_len
+              * config.model.embed_dim * 4)  # float32 [micro, length, embed]
+  assert temp["gpipe"] - temp["1f1b"] >= 2 * (8 - 4) * per_slot, temp
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 16])
+@pytest.mark.parametrize("p", [1, 2, 4])
+def test_timetables_keep_the_dependencies_and_the_theoretical_bubble(p, m):
+  for kind in pipeline.SCHEDULES:
+    ops, mbs = pipeline.schedule(kind, p, m)
+    tick = {}  # (op, stage, micro-batch) -> tick
+    for t, s in zip(*np.nonzero(ops)):
+      key = (int(ops[t, s]), int(s), int(mbs[t, s]))
+      assert key not in tick  # each op runs once
+      tick[key] = t
+    F, B = pipeline.FORWARD, pipeline.BACKWARD
+    assert len(tick) == 2 * p * m
+    for s in range(p):
+      for j in range(m):
+        assert s == 0 or tick[F, s - 1, j] < tick[F, s, j]
+        assert tick[F, s, j] < tick[B, s, j]
+        assert s == p - 1 or tick[B, s + 1, j] < tick[B, s, j]
+    assert len(ops) == 2 * (m + p - 1)
+    np.testing.assert_allclose(pipeline.bubble_fraction(ops),
+                               (p - 1) / (m + p - 1))
+    if kind == "1f1b":  # in flight: forwards without their backward yet
+      for s in range(p):
+        done = np.cumsum(ops[:, s] == F) - np.cumsum(ops[:, s] == B)
+        assert done.max() <= p - s
+  # One stage receives nothing: it keeps no buffer beyond one slot.
+  assert pipeline.buffer_slots(*pipeline.schedule("gpipe", p, m)) == (
+      m if p > 1 else 1)
+  assert pipeline.buffer_slots(*pipeline.schedule("1f1b", p, m)) <= min(m, p)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(pipeline_schedule="gpipee"), "did you mean 'gpipe'"),
+    (dict(microbatches=3), "microbatches=3"),
+    (dict(grad_accum_steps=2), "grad_accum_steps=1"),
+    (dict(scan_layers=False), "scan_layers=True"),
+    (dict(num_layers=6), "num_layers=6"),
+])
+def test_bad_pipeline_configs_are_refused_before_compiling(
+    tfds_data_dir, change, match):
+  config = make_config(tfds_data_dir)
+  model = {k: change.pop(k) for k in ("scan_layers", "num_layers") if k in change}
+  config.model.update(model)
+  config.train.update(change)
+  with pytest.raises(ValueError, match=match):
+    train.build(config)
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(rules=config_lib.DATA_PARALLEL_RULES), r"\('layers', 'stage'\)"),
+    (dict(mesh={"data": 1, "stage": 4, "model": 2}), "config.mesh.model"),
+])
+def test_runs_the_pipeline_cannot_split_are_refused(tfds_data_dir, change,
+                                                    match):
+  config = make_config(tfds_data_dir, mesh=change.get("mesh"))
+  if "rules" in change:
+    config.sharding.rules = change["rules"]
+  with pytest.raises(ValueError, match=match):
+    pipeline.make_pipeline_train_step(train.build(config))
