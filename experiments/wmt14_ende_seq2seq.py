@@ -15,7 +15,8 @@ than 64 pieces on a side are dropped from training, truncated in evaluation.
 The first run downloads the corpora (several GB) and prepares them into
 config.data.data_dir. Here (2-core CPU, no internet, 2026-11-22) only the
 `:tiny` variant was run, on TFDS mock data (tests/test_translation_data.py):
-no WMT result is claimed.
+no WMT result is claimed. The full model has 26,208,384 parameters
+(jax.eval_shape; 8.2M of them the 16k x 512 output layer).
 """
 
 import ml_collections
