@@ -115,12 +115,13 @@ def test_hierarchical_softmax_is_normalised_over_the_vocabulary():
   tree = huffman.huffman_tree(counts)
   h = jax.random.normal(jax.random.key(0), (1, 1, 16))
   u = jax.random.normal(jax.random.key(1), (tree.num_inner, 16))
-  total = 0.0
-  for w in range(len(counts)):
-    live = (np.arange(tree.max_depth) < tree.lengths[w]).astype(np.float32)
-    _, _, loss = word2vec.sgd_grads(h, u[tree.points[w]][None], 1.0 - tree.codes[w][None],
-                                    jnp.zeros((1, tree.max_depth)), live[None, None])
-    total += np.exp(-float(loss))  # loss = -log p(w | h)
+  live = (np.arange(tree.max_depth) < tree.lengths[:, None]).astype(np.float32)
+
+  def neg_log_p(points, codes, live):  # -log p(w | h), one word
+    return word2vec.sgd_grads(h, u[points][None], 1.0 - codes[None],
+                              jnp.zeros((1, tree.max_depth)), live[None, None])[2]
+
+  total = float(jnp.exp(-jax.vmap(neg_log_p)(tree.points, tree.codes, live)).sum())
   assert abs(total - 1.0) < 1e-4
 
 

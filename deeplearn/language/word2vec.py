@@ -16,7 +16,10 @@ their windows, negatives or Huffman paths, and adding the summed per-pair SGD
 updates into the two tables with scatter-adds (Hogwild-like: the pairs of a
 step all see the tables as they were at its start). The K negatives are drawn
 per center word and shared by its context pairs, so a step's outputs are a
-[B, K+1, D] block and its logits one batched matmul.
+[B, K+1, D] block and its logits one batched matmul. B = 64 center words:
+up to 64 the vectors matched gensim's WordSim-353; skip-gram lost 0.01 at
+256 and 0.05 at 1024 (the summed updates of frequent rows grow with B), and
+a cbow/hs run at 1024 failed. Measurements: benchmarks/RESULTS.md.
 
   python -m deeplearn.train --config experiments/wiki_word2vec_skipgram_ns.py --workdir runs/w2v
 """
