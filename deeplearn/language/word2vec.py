@@ -324,8 +324,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                  workdir=workdir, stop_after_epochs=config.train.stop_after_epochs)
   vectors = np.asarray(params["syn0"])
   summary = dict(info, **embeddings_eval.evaluate(words, vectors))
+  path = os.path.join(workdir, "summary.json")
+  if not info["epochs_run"] and os.path.exists(path):  # a finished run: keep its timing
+    with open(path) as f:
+      old = json.load(f)
+    summary.update({k: old[k] for k in ("train_seconds", "words_per_second", "final_loss")})
   embeddings_eval.save_word2vec_format(os.path.join(workdir, "vectors.txt"), words, vectors)
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
+  with open(path, "w") as f:
     json.dump(summary, f, indent=1)
   print(embeddings_eval.report(summary))
   return summary
