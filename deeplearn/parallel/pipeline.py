@@ -94,7 +94,8 @@ def buffer_slots(ops, mbs) -> int:
   kept in slot j % K from the tick it arrives to its backward, never
   overwrites one still needed: the activation memory of the schedule."""
   ticks, p = ops.shape
-  when = lambda s, op: {int(mbs[t, s]): t for t in range(ticks) if ops[t, s] == op}
+  when = lambda s, op: {int(mbs[t, s]): t for t in range(ticks)
+                        if ops[t, s] == op}
   spans = []  # (arrival tick, backward tick, micro-batch) per stage and buffer
   for s in range(p):
     done = when(s, BACKWARD)
@@ -117,8 +118,10 @@ class _Stages:
   def __init__(self, model: transformer.Transformer, layers_per_stage: int):
     self.model = model
     dtype, param_dtype = jnp.dtype(model.dtype), jnp.dtype(model.param_dtype)
-    padded = -(-model.vocab_size // model.vocab_pad_multiple) * model.vocab_pad_multiple
-    self.wte = nn.Embed(padded, model.embed_dim, dtype=dtype, param_dtype=param_dtype)
+    pad = model.vocab_pad_multiple
+    padded = -(-model.vocab_size // pad) * pad
+    self.wte = nn.Embed(padded, model.embed_dim, dtype=dtype,
+                        param_dtype=param_dtype)
     self.wpe = nn.Embed(model.max_len, model.embed_dim, dtype=dtype,
                         param_dtype=param_dtype)
     self.ln_f = nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=param_dtype)
@@ -164,9 +167,8 @@ def check(run: train.Run) -> None:
           and getattr(model, "output", "softmax") == "softmax"):
     raise ValueError(
         "config.train.step_form='pipeline' cuts a stack of equal layers into"
-        " stages: it supports config.model.name='transformer' with"
-        f" scan_layers=True, not {type(model).__name__}"
-        f"{'' if not hasattr(model, 'scan_layers') else ' scan_layers=' + str(model.scan_layers)}.")
+        " stages: use config.model.name='transformer' with scan_layers=True,"
+        f" not {type(model).__name__}.")
   p = mesh.shape["stage"]
   if model.num_layers % p:
     raise ValueError(
@@ -183,10 +185,6 @@ def check(run: train.Run) -> None:
         "config.train.step_form='pipeline' keeps each stage's layers on its"
         " own devices: add the rule ('layers', 'stage') to"
         f" config.sharding.rules (now {run.rules}).")
-  if jax.tree.leaves(jax.eval_shape(run.init_fn, run.config.train.seed)
-                     .model_state):
-    raise ValueError("config.train.step_form='pipeline': the model may keep no"
-                     " state besides its parameters (batch statistics).")
 
 
 def _param_specs(params):
@@ -220,14 +218,16 @@ def make_pipeline_grads(run: train.Run):
     The first stage embeds the tokens instead of reading x_in; the last
     scores its output (the others give zeros, so their gradient is zero)."""
     s = lax.axis_index("stage")
-    x = lax.cond(s == 0, lambda: stages.embed(rest, micro["inputs"], rng).astype(dtype),
+    x = lax.cond(s == 0, lambda: stages.embed(rest, micro["inputs"], rng),
                  lambda: x_in)
-    y = stages.run_blocks(block_params, x, jax.random.fold_in(rng, 1))
+    # Each stage's layers draw their own dropout masks.
+    y = stages.run_blocks(block_params, x,
+                          jax.random.fold_in(jax.random.fold_in(rng, 1), s))
 
-    def score():
-      logits = stages.logits(rest, y)
+    def score():  # the task's cross-entropy sums, as in its loss
       targets = micro["targets"]
-      return task._sums(logits, targets, jnp.ones(targets.shape[0], jnp.float32),
+      ones = jnp.ones(targets.shape[0], jnp.float32)
+      return task._sums(stages.logits(rest, y), targets, ones,
                         task.label_smoothing)
 
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(score))
@@ -241,8 +241,8 @@ def make_pipeline_grads(run: train.Run):
     if axes:  # each batch shard draws its own dropout masks
       rng = jax.random.fold_in(rng, lax.axis_index(axes))
     micro = jax.tree.map(lambda x: x.reshape(m, -1, *x.shape[1:]), batch)
-    width = (micro["inputs"].shape[1], micro["inputs"].shape[2], model.embed_dim)
-    buffer = jnp.zeros((slots, *width), dtype)  # [K, micro batch, length, embed]
+    width = (*micro["inputs"].shape[1:], model.embed_dim)
+    buffer = jnp.zeros((slots, *width), dtype)  # [K, micro, length, embed]
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
     sums_shape = jax.eval_shape(
         lambda: stage_fn(block_params, rest, buffer[0],
@@ -261,7 +261,8 @@ def make_pipeline_grads(run: train.Run):
 
       def forward(grads, sums):
         (y, _), new = stage_fn(*args)
-        return y, jnp.zeros(width, dtype), grads, jax.tree.map(jnp.add, sums, new)
+        sums = jax.tree.map(jnp.add, sums, new)
+        return y, jnp.zeros(width, dtype), grads, sums
 
       def backward(grads, sums):
         _, vjp, _ = jax.vjp(lambda b, r, x: stage_fn(b, r, x, *args[3:]),
