@@ -167,12 +167,14 @@ class HierarchicalSoftmax(nn.Module):
     """log P(w | h) for every w [..., V]: normalised, so usable as logits."""
     s = h @ self.kernel.T + self.bias  # [..., V - 1], every inner node once
     left, right = jax.nn.log_sigmoid(s), jax.nn.log_sigmoid(-s)
-    log_p = jnp.zeros((*h.shape[:-1], self.num_classes), jnp.float32)
-    for j in range(self.points.shape[1]):  # one [..., V] gather per level, not [..., V, depth]
-      step = jnp.where(self.codes[:, j] > 0, right[..., self.points[:, j]],
-                       left[..., self.points[:, j]])
-      log_p = log_p + jnp.where(self.on_path[:, j], step, 0.0)
-    return log_p
+
+    def level(j, log_p):  # one [..., V] gather per level: memory [..., V], not [..., V, depth]
+      points, codes, on_path = self.points[:, j], self.codes[:, j], self.on_path[:, j]
+      step = jnp.where(codes > 0, right[..., points], left[..., points])
+      return log_p + jnp.where(on_path, step, 0.0)
+
+    zeros = jnp.zeros((*h.shape[:-1], self.num_classes), jnp.float32)
+    return jax.lax.fori_loop(0, self.points.shape[1], level, zeros)
 
 
 OUTPUTS = {"softmax": Softmax, "sampled": SampledSoftmax,
