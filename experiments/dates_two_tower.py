@@ -49,7 +49,7 @@ def get_config(arg=None):
   config.train.checkpoint_every = 200
 
   if arg == "tiny":
-    config.model.update(embed_dim=16, hidden_size=32, out_dim=32)
+    config.model.update(embed_dim=16, hidden_size=32, out_dim=32, bidirectional=False)
     config.data.batch_size = 32
     config.train.num_steps = 60
     config.schedule.warmup_steps = 5

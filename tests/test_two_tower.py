@@ -28,14 +28,16 @@ def pairs(n, seed=0):
           encode([t + dates.EOS for _, t in examples], dates.TARGET_LEN))
 
 
-def two_tower(score):
+def two_tower(score, bidirectional=True):
   return models.get_model(dict(name="two_tower", vocab_size=len(VOCAB), embed_dim=8,
-                               hidden_size=8, out_dim=8, mlp_dim=8, score=score))
+                               hidden_size=8, out_dim=8, mlp_dim=8, score=score,
+                               bidirectional=bidirectional))
 
 
-@pytest.mark.parametrize("score", ["dot", "mlp"])  # "cosine": the tests below
-def test_scores_every_pair_equivariantly_with_separate_towers_ignoring_padding(score):
-  model = two_tower(score)
+@pytest.mark.parametrize("score,bidirectional", [("dot", False), ("mlp", True)])
+def test_scores_every_pair_equivariantly_with_separate_towers_ignoring_padding(
+    score, bidirectional):  # "cosine": the tests below
+  model = two_tower(score, bidirectional)
   queries, candidates = pairs(5)
   candidates = candidates[:4]  # C != B
   variables = jax.jit(lambda r: model.init(r, queries, candidates, train=False))(
