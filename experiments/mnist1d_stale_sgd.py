@@ -10,7 +10,10 @@ run bit for bit.
   python -m deeplearn.train --config experiments/mnist1d_stale_sgd.py \\
     --workdir runs/stale [--config.optimizer.staleness=0]  (0: synchronous)
 
-MEASURED
+Measured 2026-11-22, 1 CPU device on the shared 2-core machine: final test
+accuracy 91.1% (best 91.1% @ 5,500), 97 s; staleness=0: 89.9%, 99 s. At lr
+0.1 delays of up to 4 steps cost nothing visible; at 0.3 they do
+(benchmarks/async_sgd.py, benchmarks/RESULTS.md).
 """
 
 import os

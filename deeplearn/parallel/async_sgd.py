@@ -138,8 +138,9 @@ def replica_grads(compute_grads, replicas: int, params, model_state, batch,
   The batch [B, ...] is cut into `replicas` contiguous parts (what each
   device holds when replicas = data-parallel devices); `compute_grads`
   (train.compute_grads with its run) runs on each under vmap, from the same
-  weights. grads: [replicas, ...] for `stale_gradients(replicas=N)`; loss:
-  the mean, metric sums: the total, batch statistics: the replicas' mean.
+  weights. grads: [replicas, ...] for `stale_gradients(replicas=N)` (the
+  step's `grad_norm` is then that of all N together); loss: the mean, metric
+  sums: the total, batch statistics: the replicas' mean.
   """
   split = jax.tree.map(
       lambda x: x.reshape(replicas, x.shape[0] // replicas, *x.shape[1:]),
