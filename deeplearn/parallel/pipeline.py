@@ -3,21 +3,27 @@
 Lecture concept: pipelined model parallelism. Each device of the `stage`
 axis holds L/p consecutive layers; a global batch is cut into m micro-batches
 that flow through the stages, activations passed to the next stage and
-gradients back to the previous one with `lax.ppermute`. Two schedules
-(`config.train.pipeline_schedule`), on one timetable of ticks where a stage
-runs one forward (F) or one backward (B) of one micro-batch per tick:
+gradients back to the previous one with `lax.ppermute`. Each tick of the
+schedule, every stage runs at most one forward (F) and then one backward (B)
+of a micro-batch, and the ticks' activations and gradients move one stage.
+Two schedules (`config.train.pipeline_schedule`):
 
   gpipe  all forwards, then all backwards (Huang et al., "GPipe", 2019): a
          stage keeps the inputs of all m micro-batches until the flush.
   1f1b   one-forward-one-backward (PipeDream-Flush, Narayanan et al.,
-         "Memory-efficient pipeline-parallel DNN training", 2021): stage s
-         runs at most p - s micro-batches ahead of its backwards, so it keeps
-         about p inputs, not m. Same ticks, so the same bubble.
+         "Memory-efficient pipeline-parallel DNN training", 2021): after a
+         warm-up of forwards, each tick runs one F and one B, and stage s
+         runs at most 2(p - s) - 1 micro-batches ahead of its backwards (the
+         round trip to the last stage and back), so it keeps O(p) inputs,
+         not m.
 
-Both take 2(m + p - 1) ticks for 2m ticks of work per stage: the bubble is
-(p - 1) / (m + p - 1). As in GPipe, a stage keeps only its input activation
-per micro-batch and recomputes its forward in the backward tick (jax.vjp), so
-the stash of inputs is the activation memory the schedule bounds.
+Work is 2m op-slots per stage over m + p - 1 forward and m + p - 1 backward
+slot-times: the bubble is (p - 1) / (m + p - 1) for both (`bubble_fraction`,
+also when a backward costs more than a forward: the ticks are in lockstep,
+and a 1F1B tick with both ops on every stage wastes nothing). As in GPipe, a
+stage keeps only its input per micro-batch and recomputes its forward in the
+backward (jax.vjp): the stash of inputs is the activation memory the
+schedule bounds.
 
 The Transformer with `scan_layers` pipelines: its block parameters carry a
 leading `layers` axis, which the rule `("layers", "stage")` splits into the
@@ -29,7 +35,6 @@ over `fsdp` are gathered whole for the step (jit inserts the all-gather); the
 optimizer update runs on the shards. The `model` and `expert` axes must be 1.
 """
 
-import functools
 
 import flax.linen as nn
 import jax
@@ -43,66 +48,62 @@ from deeplearn.models import transformer
 from deeplearn.parallel import sharding
 
 SCHEDULES = ("gpipe", "1f1b")
-IDLE, FORWARD, BACKWARD = 0, 1, 2
 
 
 def schedule(kind: str, stages: int, microbatches: int):
-  """The timetable: (op, micro-batch) int arrays [ticks, stages].
+  """The timetable: micro-batch of each tick's F and B, -1 for none, as two
+  int arrays [ticks, stages].
 
-  Each tick a stage runs the first op its policy allows: F(j) once stage s-1
-  ran F(j) in an earlier tick, B(j) once it ran F(j) and stage s+1 ran B(j).
-  GPipe prefers forwards; 1F1B prefers backwards and runs a forward only
-  while fewer than p - s micro-batches wait for their backward.
+  F(j) runs on stage s once stage s-1 ran it in an earlier tick; B(j) once
+  stage s ran F(j) (earlier, or in this tick's forward) and stage s+1 ran
+  B(j) in an earlier tick. GPipe starts backwards after its last forward;
+  1F1B runs a forward only while fewer than 2(p - s) - 1 wait for their B.
   """
   if kind not in SCHEDULES:
     raise ValueError(f"pipeline schedule {kind!r}: use one of {SCHEDULES}.")
   p, m = stages, microbatches
-  t_f = np.full((p, m), -1)
+  t_f = np.full((p, m), -1)  # tick of F(j) on stage s
   t_b = np.full((p, m), -1)
-  ops, mbs = [], []
-  t = 0
+  fwd, bwd = [], []
   while (t_b < 0).any():
-    op_row, mb_row = [IDLE] * p, [0] * p
+    t = len(fwd)
+    f_row, b_row = [-1] * p, [-1] * p
     for s in range(p):
-      f, b = (t_f[s] >= 0).sum(), (t_b[s] >= 0).sum()  # next F / B (in order)
-      can_f = f < m and (s == 0 or 0 <= t_f[s - 1, f] < t)
-      can_b = (b < m and 0 <= t_f[s, b] < t
-               and (s == p - 1 or 0 <= t_b[s + 1, b] < t))
-      if kind == "1f1b":
-        can_f = can_f and f - b < p - s
-        order = ((can_b, BACKWARD, b), (can_f, FORWARD, f))
-      else:
-        order = ((can_f, FORWARD, f), (can_b, BACKWARD, b))
-      for can, op, j in order:
-        if can:
-          op_row[s], mb_row[s] = op, j
-          (t_f if op == FORWARD else t_b)[s, j] = t
-          break
-    ops.append(op_row)
-    mbs.append(mb_row)
-    t += 1
-  return np.array(ops, np.int32), np.array(mbs, np.int32)
+      f, b = (t_f[s] >= 0).sum(), (t_b[s] >= 0).sum()  # next F / B, in order
+      ahead = 2 * (p - s) - 1 if kind == "1f1b" else m
+      if f < m and f - b < ahead and (s == 0 or 0 <= t_f[s - 1, f] < t):
+        f_row[s], t_f[s, f] = f, t
+      flushed = kind == "1f1b" or (t_f[s] >= 0).all()
+      if (b < m and flushed and 0 <= t_f[s, b] <= t
+          and (s == p - 1 or 0 <= t_b[s + 1, b] < t)):
+        b_row[s], t_b[s, b] = b, t
+    fwd.append(f_row)
+    bwd.append(b_row)
+  return np.array(fwd, np.int32), np.array(bwd, np.int32)
 
 
-def bubble_fraction(ops) -> float:
-  """Idle share of the stage-ticks of a timetable."""
-  return float((ops == IDLE).mean())
+def bubble_fraction(fwd, bwd, backward_cost: float = 1.0) -> float:
+  """Idle share of the stages' time, ticks in lockstep: a tick lasts as long
+  as its busiest stage's F + B, a backward costing `backward_cost` forwards
+  (about 3 here: its forward is recomputed)."""
+  work = (fwd >= 0) + backward_cost * (bwd >= 0)  # [ticks, stages]
+  return float(1 - work.sum() / (work.shape[1] * work.max(axis=1).sum()))
 
 
-def buffer_slots(ops, mbs) -> int:
+def buffer_slots(fwd, bwd) -> int:
   """Fewest slots K such that micro-batch j's received input (or gradient),
   kept in slot j % K from the tick it arrives to its backward, never
   overwrites one still needed: the activation memory of the schedule."""
-  ticks, p = ops.shape
-  when = lambda s, op: {int(mbs[t, s]): t for t in range(ticks)
-                        if ops[t, s] == op}
+  ticks, p = fwd.shape
+  when = lambda table, s: {int(table[t, s]): t for t in range(ticks)
+                           if table[t, s] >= 0}
   spans = []  # (arrival tick, backward tick, micro-batch) per stage and buffer
   for s in range(p):
-    done = when(s, BACKWARD)
-    for sender, op in ((s - 1, FORWARD), (s + 1, BACKWARD)):
+    done = when(bwd, s)
+    for sender, table in ((s - 1, fwd), (s + 1, bwd)):
       if 0 <= sender < p:
-        spans.append([(t, done[j], j) for j, t in when(sender, op).items()])
-  m = int(mbs.max()) + 1
+        spans.append([(t, done[j], j) for j, t in when(table, sender).items()])
+  m = int(fwd.max()) + 1
   for k in range(1, m + 1):
     if all(not (j1 != j2 and j1 % k == j2 % k and a1 < d2 and a2 < d1)
            for buf in spans for a1, d1, j1 in buf for a2, d2, j2 in buf):
@@ -203,8 +204,8 @@ def make_pipeline_grads(run: train.Run):
   check(run)
   cfg = run.config.train
   p, m = run.mesh.shape["stage"], cfg.microbatches
-  ops, mbs = schedule(cfg.pipeline_schedule, p, m)
-  slots = buffer_slots(ops, mbs)
+  fwd, bwd = schedule(cfg.pipeline_schedule, p, m)
+  slots = buffer_slots(fwd, bwd)
   model = run.task.model
   stages = _Stages(model, model.num_layers // p)
   axes = sharding.batch_axes(run.rules, run.mesh)
@@ -250,46 +251,44 @@ def make_pipeline_grads(run: train.Run):
 
     def tick(carry, row):
       inputs, grads_in, grads, sums = carry
-      op_row, mb_row = row
-      j = mb_row[s]
-      one = jax.tree.map(lambda x: x[j], micro)
-      args = (block_params, rest, inputs[j % slots], one,
-              jax.random.fold_in(rng, j))  # same masks in F and B's recompute
+      f_row, b_row = row  # this tick's F and B micro-batch of every stage
+      # Micro-batch j's inputs and dropout masks (the same in B's recompute).
+      args = lambda j: (inputs[j % slots], jax.tree.map(lambda x: x[j], micro),
+                        jax.random.fold_in(rng, j))
 
-      def idle(grads, sums):
-        return jnp.zeros(width, dtype), jnp.zeros(width, dtype), grads, sums
+      def forward(sums):
+        (y, _), new = stage_fn(block_params, rest, *args(f_row[s]))
+        return y, jax.tree.map(jnp.add, sums, new)
 
-      def forward(grads, sums):
-        (y, _), new = stage_fn(*args)
-        sums = jax.tree.map(jnp.add, sums, new)
-        return y, jnp.zeros(width, dtype), grads, sums
-
-      def backward(grads, sums):
-        _, vjp, _ = jax.vjp(lambda b, r, x: stage_fn(b, r, x, *args[3:]),
-                            *args[:3], has_aux=True)
+      def backward(grads):
+        j = b_row[s]
+        x_in, one, key = args(j)
+        _, vjp, _ = jax.vjp(lambda b, r, x: stage_fn(b, r, x, one, key),
+                            block_params, rest, x_in, has_aux=True)
         # d(mean loss over the global batch) / d(this loss sum) = 1 / tokens.
         d_blocks, d_rest, dx = vjp(
             (grads_in[j % slots], jnp.asarray(1.0 / tokens, jnp.float32)))
         grads = jax.tree.map(jnp.add, grads, {"blocks": d_blocks, **d_rest})
-        return jnp.zeros(width, dtype), dx, grads, sums
+        return dx, grads
 
-      y, dx, grads, sums = lax.switch(op_row[s], (idle, forward, backward),
-                                      grads, sums)
+      nothing = jnp.zeros(width, dtype)
+      y, sums = lax.cond(f_row[s] >= 0, forward, lambda a: (nothing, a), sums)
+      dx, grads = lax.cond(b_row[s] >= 0, backward, lambda a: (nothing, a),
+                           grads)
       # Activations go one stage on, gradients one stage back.
       y = lax.ppermute(y, "stage", [(i, i + 1) for i in range(p - 1)])
       dx = lax.ppermute(dx, "stage", [(i + 1, i) for i in range(p - 1)])
-      prev, nxt = jnp.maximum(s - 1, 0), jnp.minimum(s + 1, p - 1)
-      got_y = (s > 0) & (op_row[prev] == FORWARD)
-      got_dx = (s < p - 1) & (op_row[nxt] == BACKWARD)
-      put = lambda buf, got, x, k: buf.at[k % slots].set(
-          jnp.where(got, x, buf[k % slots]))
-      inputs = put(inputs, got_y, y, mb_row[prev])
-      grads_in = put(grads_in, got_dx, dx, mb_row[nxt])
+      j_y = f_row[jnp.maximum(s - 1, 0)]  # what arrived, -1 for nothing
+      j_dx = b_row[jnp.minimum(s + 1, p - 1)]
+      put = lambda buf, got, x, j: buf.at[j % slots].set(
+          jnp.where(got, x, buf[j % slots]))
+      inputs = put(inputs, (s > 0) & (j_y >= 0), y, j_y)
+      grads_in = put(grads_in, (s < p - 1) & (j_dx >= 0), dx, j_dx)
       return (inputs, grads_in, grads, sums), None
 
     carry = (buffer, buffer, zeros(params), zeros(sums_shape))
-    (_, _, grads, sums), _ = lax.scan(tick, carry, (jnp.asarray(ops),
-                                                    jnp.asarray(mbs)))
+    (_, _, grads, sums), _ = lax.scan(tick, carry, (jnp.asarray(fwd),
+                                                    jnp.asarray(bwd)))
     # Embedding and output layer: replicated over stages, used on one or two.
     rest_grads = lax.psum({k: v for k, v in grads.items() if k != "blocks"},
                           "stage")
