@@ -35,6 +35,7 @@ over `fsdp` are gathered whole for the step (jit inserts the all-gather); the
 optimizer update runs on the shards. The `model` and `expert` axes must be 1.
 """
 
+import math
 
 import flax.linen as nn
 import jax
@@ -209,7 +210,6 @@ def make_pipeline_grads(run: train.Run):
   model = run.task.model
   stages = _Stages(model, model.num_layers // p)
   axes = sharding.batch_axes(run.rules, run.mesh)
-  tokens = run.config.data.batch_size * run.config.data.seq_len  # whole batch
   task = run.task
   dtype = jnp.dtype(model.dtype)
 
@@ -242,6 +242,8 @@ def make_pipeline_grads(run: train.Run):
     if axes:  # each batch shard draws its own dropout masks
       rng = jax.random.fold_in(rng, lax.axis_index(axes))
     micro = jax.tree.map(lambda x: x.reshape(m, -1, *x.shape[1:]), batch)
+    # Target tokens of the whole global batch: the loss is their mean.
+    tokens = run.config.data.batch_size * math.prod(batch["targets"].shape[1:])
     width = (*micro["inputs"].shape[1:], model.embed_dim)
     buffer = jnp.zeros((slots, *width), dtype)  # [K, micro, length, embed]
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
@@ -256,25 +258,26 @@ def make_pipeline_grads(run: train.Run):
       args = lambda j: (inputs[j % slots], jax.tree.map(lambda x: x[j], micro),
                         jax.random.fold_in(rng, j))
 
-      def forward(sums):
-        (y, _), new = stage_fn(block_params, rest, *args(f_row[s]))
-        return y, jax.tree.map(jnp.add, sums, new)
+      def forward():
+        return stage_fn(block_params, rest, *args(f_row[s]))[0][0]
 
-      def backward(grads):
+      def backward(grads, sums):
         j = b_row[s]
         x_in, one, key = args(j)
-        _, vjp, _ = jax.vjp(lambda b, r, x: stage_fn(b, r, x, one, key),
-                            block_params, rest, x_in, has_aux=True)
+        _, vjp, new = jax.vjp(lambda b, r, x: stage_fn(b, r, x, one, key),
+                              block_params, rest, x_in, has_aux=True)
         # d(mean loss over the global batch) / d(this loss sum) = 1 / tokens.
         d_blocks, d_rest, dx = vjp(
             (grads_in[j % slots], jnp.asarray(1.0 / tokens, jnp.float32)))
         grads = jax.tree.map(jnp.add, grads, {"blocks": d_blocks, **d_rest})
-        return dx, grads
+        return dx, grads, jax.tree.map(jnp.add, sums, new)
 
       nothing = jnp.zeros(width, dtype)
-      y, sums = lax.cond(f_row[s] >= 0, forward, lambda a: (nothing, a), sums)
-      dx, grads = lax.cond(b_row[s] >= 0, backward, lambda a: (nothing, a),
-                           grads)
+      # The last stage sends nothing on: its forward is the recomputation in
+      # its backward, which also gives the loss (same tick in 1F1B).
+      y = lax.cond((f_row[s] >= 0) & (s < p - 1), forward, lambda: nothing)
+      dx, grads, sums = lax.cond(b_row[s] >= 0, backward,
+                                 lambda g, a: (nothing, g, a), grads, sums)
       # Activations go one stage on, gradients one stage back.
       y = lax.ppermute(y, "stage", [(i, i + 1) for i in range(p - 1)])
       dx = lax.ppermute(dx, "stage", [(i + 1, i) for i in range(p - 1)])
