@@ -45,7 +45,7 @@ def test_importing_the_package_registers_every_family():
   assert models.registered() == ["alexnet", "convnet", "convnet_maxout", "googlenet", "lenet5",
                                  "linear", "mlp", "mlp_maxout", "mnist1d_cnn", "mnist1d_gru",
                                  "ngram_mlp", "resnet", "resnet9", "rnn_lm", "seq2seq",
-                                 "transformer", "vgg"]
+                                 "transformer", "two_tower", "vgg"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
