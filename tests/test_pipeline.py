@@ -1,5 +1,5 @@
 """Pipeline parallelism (deeplearn/parallel/pipeline.py): on the `stage` axis,
-alone and with `data`, both schedules train to the loss, gradients and
+alone, with `data` and with `fsdp`, both schedules train to the loss, gradients and
 parameters of the unpipelined model on one device, from the same state on
 the same global batch; 1F1B compiles to less temporary memory than GPipe at
 the same micro-batch count; the timetables have the theoretical bubble; bad
@@ -19,7 +19,8 @@ from deeplearn.parallel import pipeline
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENT = os.path.join(ROOT, "experiments", "shakespeare_transformer_pipeline.py")
 # name: (mesh, devices)
-MESHES = {"stage": ({"stage": 4}, 4), "data_x_stage": ({"data": 2, "stage": 4}, 8)}
+MESHES = {"stage": ({"stage": 4}, 4), "data_x_stage": ({"data": 2, "stage": 4}, 8),
+          "fsdp_x_stage": ({"fsdp": 2, "stage": 4}, 8)}
 RTOL = 1e-4
 
 
@@ -66,8 +67,10 @@ def compiled(tfds_data_dir):
   def get(schedule, mesh):
     if (schedule, mesh) not in cache:
       shape, devices = MESHES[mesh]
-      run = train.build(make_config(tfds_data_dir, schedule, shape),
-                        devices=jax.devices()[:devices])
+      config = make_config(tfds_data_dir, schedule, shape)
+      if "fsdp" in shape:  # parameters stored split over fsdp too
+        config.sharding.rules = config_lib.FSDP_RULES + (("layers", "stage"),)
+      run = train.build(config, devices=jax.devices()[:devices])
       step = pipeline.make_pipeline_train_step(run)
       state = train.abstract_state(run)
       batch = jax.ShapeDtypeStruct(
@@ -80,17 +83,20 @@ def compiled(tfds_data_dir):
   return get
 
 
-# The stage-only mesh (no batch axes) runs one schedule: every compile of
-# the 8-device step takes seconds, and the schedules share that code path.
+# The stage-only mesh (no batch axes) and fsdp x stage run one schedule
+# each: every compile of the pipelined step takes seconds, and the schedules
+# share those code paths.
 @pytest.mark.parametrize("schedule, mesh", [
-    ("gpipe", "data_x_stage"), ("1f1b", "data_x_stage"), ("gpipe", "stage")])
+    ("gpipe", "data_x_stage"), ("1f1b", "data_x_stage"), ("gpipe", "stage"),
+    ("1f1b", "fsdp_x_stage")])
 def test_pipelined_step_equals_the_unpipelined_model(
     compiled, reference, schedule, mesh):
   run, step = compiled(schedule, mesh)
   init, batch, (want_state, want_metrics) = reference
   assert run.mesh.shape["stage"] == 4
+  fsdp = "fsdp" if mesh == "fsdp_x_stage" else None
   assert run.state_shardings.params["blocks"]["mlp"]["fc"]["kernel"].spec == P(
-      "stage", None, None)
+      "stage", fsdp, None)
   state, metrics, health = jax.device_get(step(
       jax.device_put(init, run.state_shardings),
       jax.device_put(batch, run.batch_sharding)))
