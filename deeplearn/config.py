@@ -37,6 +37,14 @@ MODEL_PARALLEL_RULES = DATA_PARALLEL_RULES + (
     ("mlp", "model"), ("heads", "model"), ("conv_out", "model"))
 # Both: the batch rule first, so activations keep fsdp for the batch.
 FSDP_MODEL_PARALLEL_RULES = FSDP_RULES + MODEL_PARALLEL_RULES[1:]
+# Expert parallelism (GShard, Switch): the experts' weights split over
+# expert, the tokens over data and expert. `expert` comes first: a tensor with
+# an expert axis (the dispatched tokens) takes the mesh axis for it and falls
+# back to the second batch rule, so entering and leaving the experts moves
+# tokens between the two layouts, an all-to-all over expert each way.
+EXPERT_PARALLEL_RULES = (("expert", "expert"),
+                         ("batch", ("data", "fsdp", "expert")),
+                         ("batch", ("data", "fsdp")))
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -139,6 +147,9 @@ def default_config() -> ml_collections.ConfigDict:
   # at most `max_nonfinite_skips` times in a row, then stop.
   c.train.nonfinite = "stop"
   c.train.max_nonfinite_skips = 3
+  # jax's persistent compilation cache (every program, however quick to
+  # compile): a second start loads the compiled steps; "" = off.
+  c.train.compilation_cache_dir = "~/.cache/deeplearn/jax_cache"
 
   c.eval = ml_collections.ConfigDict()
   c.eval.best_metric = ""  # "" = the task's default (accuracy, or loss)
@@ -351,6 +362,7 @@ RESUME_SAFE = (
     "train.num_steps", "train.num_epochs", "train.log_every",
     "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.progress", "train.nonfinite", "train.max_nonfinite_skips",
+    "train.compilation_cache_dir",
     "data.data_dir", "data.manual_dir", "data.num_workers", "data.eval_batch_size",
     "data.eval_split", "data.prepare", "eval", "mesh", "sharding",
     # Progressive resizing (e.g. imagenet_resnet50's low_res phase, then full

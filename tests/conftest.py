@@ -6,6 +6,10 @@ _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Runs default to a persistent compilation cache in the home directory
+# (config.train.compilation_cache_dir); tests compile afresh and write
+# nothing there. tests/test_perf_metrics.py turns it on in a temporary dir.
+os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
 
 import pytest  # noqa: E402
 

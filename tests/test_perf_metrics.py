@@ -1,0 +1,75 @@
+"""The loop's performance figures and the persistent compilation cache."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from deeplearn import config as config_lib, metrics, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A fresh process (the suite keeps the cache off): point the cache at argv[1],
+# compile one small function, report the cache options and jax's cache events.
+CHILD = """
+import json, sys
+import jax, jax.numpy as jnp
+from deeplearn import train
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+train.use_compilation_cache(sys.argv[1])
+jax.jit(lambda x: jnp.tanh(x) * 3.0 + 1.0)(jnp.ones(7)).block_until_ready()
+print(json.dumps({
+    "dir": jax.config.jax_compilation_cache_dir,
+    "min_compile_s": jax.config.jax_persistent_cache_min_compile_time_secs,
+    "min_bytes": jax.config.jax_persistent_cache_min_entry_size_bytes,
+    "hits": events.count("/jax/compilation_cache/cache_hits")}))
+"""
+
+
+def test_train_metrics_and_summary_report_data_wait_and_compile_time(
+    tfds_data_dir, tmp_path):
+  config = config_lib.from_file(
+      os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny"))
+  config.data.data_dir = tfds_data_dir
+  config.train.update(progress=False, num_steps=12, log_every=3)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  records = metrics.read_records(str(tmp_path / "metrics.jsonl"), "train")
+  assert len(records) == 4
+  for record in records:
+    assert 0.0 <= record["data_wait_fraction"] <= 1.0
+    assert math.isfinite(record["data_wait_s"]) and record["data_wait_s"] >= 0
+    assert math.isfinite(record["step_s"]) and record["step_s"] > 0
+  for key in ("lower_s", "compile_s", "startup_s", "data_wait_s"):
+    assert math.isfinite(summary[key]) and summary[key] >= 0, key
+  assert summary["startup_s"] >= summary["lower_s"] + summary["compile_s"]
+  assert 0.0 <= summary["data_wait_fraction"] <= 1.0
+  with open(tmp_path / "summary.json") as f:
+    assert json.load(f)["compile_s"] == summary["compile_s"]
+
+
+def test_compilation_cache_is_written_and_read_by_the_next_process(tmp_path):
+  cache = tmp_path / "jax_cache"
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("JAX_ENABLE_COMPILATION_CACHE", "JAX_COMPILATION_CACHE_DIR")}
+
+  def run():
+    out = subprocess.run([sys.executable, "-c", CHILD, str(cache)], env=env,
+                         cwd=ROOT, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+  first = run()
+  assert first["dir"] == str(cache)
+  assert first["min_compile_s"] == 0 and first["min_bytes"] == -1
+  assert first["hits"] == 0 and os.listdir(cache)  # small programs kept too
+  assert run()["hits"] >= 1
+
+
+def test_compilation_cache_dir_is_on_by_default_and_safe_to_change_on_resume():
+  default = config_lib.default_config()
+  assert default.train.compilation_cache_dir
+  changed = config_lib.default_config()
+  changed.train.compilation_cache_dir = ""
+  unsafe, safe = config_lib.resume_differences(default, changed)
+  assert not unsafe and len(safe) == 1
