@@ -36,7 +36,9 @@ gradients with an all-reduce and keeps its slice (the same bytes by this
 convention, twice the traffic); the TPU compiler uses reduce-scatters.
 Tensor parallelism adds activation all-reduces (Megatron: two in the forward
 and two in the backward pass of each block), counted in the all-reduce
-theory and the overall ratio.
+theory and the overall ratio; expert parallelism four all-to-alls per
+mixture-of-experts layer (dispatch and combine, forward and backward), and
+its expert weights, split over a batch axis, are never gathered.
 
 HBM needed per device: arguments + outputs - outputs written in place of a
 donated argument + temporaries + the program, all from XLA's memory
@@ -61,6 +63,7 @@ import numpy as np
 
 from deeplearn import train
 from deeplearn.config import did_you_mean
+from deeplearn.models import moe
 from deeplearn.parallel import mesh as mesh_lib, sharding
 
 
@@ -307,7 +310,8 @@ def inspect_step(config, devices=None, topology: str | None = None,
       matmul_flops=matmul_flops,
       bytes_accessed=float(cost.get("bytes accessed", 0.0)) * loops,
       collectives=collectives, unknown_trip_counts=unknown,
-      theory=gradient_theory(run, state),
+      theory=gradient_theory(run, state) | {
+          "all-to-all": moe_all_to_all_theory(run)},
       theory_tp_activations=tp_activation_theory(run),
       lower_s=t1 - t0, compile_s=t2 - t1, compile_error=compile_error)
   if topology:
@@ -342,7 +346,12 @@ def gradient_theory(run: train.Run, state) -> dict:
     split = math.prod(mesh.shape[a] for a in used if a not in batch)
     gathered = math.prod(p.shape) * np.dtype(p.dtype).itemsize // split
     fsdp = math.prod(mesh.shape[a] for a in batch if a in used)
-    if fsdp > 1:  # ZeRO-3: gather for the forward, reduce-scatter the grads
+    if "expert" in used and "expert" in batch:
+      # Expert parallelism: the tokens come to the experts, whose weights
+      # stay put; their gradients reduce over the other batch axes only.
+      if len(batch) > len([a for a in batch if a in used]):
+        out["all-reduce"] += gathered // fsdp
+    elif fsdp > 1:  # ZeRO-3: gather for the forward, reduce-scatter the grads
       out["all-gather"] += gathered
       out["reduce-scatter"] += gathered
       if len(batch) > len([a for a in batch if a in used]):
@@ -368,6 +377,26 @@ def tp_activation_theory(run: train.Run) -> int:
   length = run.config.data.seq_len or 1
   itemsize = jnp.dtype(model_cfg.get("dtype", "float32")).itemsize
   return 4 * model_cfg.num_layers * batch * length * model_cfg.embed_dim * itemsize
+
+
+def moe_all_to_all_theory(run: train.Run) -> int:
+  """Expert parallelism's all-to-alls, bytes per step: per sparse MoE layer
+  the dispatch and the combine, forward and backward, each of the slots a
+  device's tokens fill, [experts, batch per device, capacity, embed] in the
+  compute dtype (GShard). Only when `expert -> expert` splits the experts."""
+  model_cfg, mesh = run.config.model, run.mesh
+  experts = model_cfg.get("moe_experts", 0)
+  if (not experts or mesh.shape.get("expert", 1) == 1
+      or dict(run.rules).get("expert") != "expert"
+      or model_cfg.get("moe_mode") == "soft"):
+    return 0
+  length = run.config.data.seq_len
+  slots = moe.capacity(length, experts, model_cfg.moe_top_k,
+                       model_cfg.moe_capacity_factor)
+  batch = run.config.data.batch_size // sharding.num_batch_shards(run.rules, mesh)
+  itemsize = jnp.dtype(model_cfg.get("dtype", "float32")).itemsize
+  layers = model_cfg.num_layers // model_cfg.moe_every
+  return 4 * layers * experts * batch * slots * model_cfg.embed_dim * itemsize
 
 
 # -- the compiled HLO --------------------------------------------------------

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from deeplearn.models import register
 from deeplearn.models.layers import logical_init
+from deeplearn.models.moe import MoE
 
 REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole block in the backward pass
@@ -133,7 +134,9 @@ def _layer_norm(dtype, param_dtype, name):
 
 class Block(nn.Module):
   """x + attn(ln(x)), then x + mlp(ln(x)). Returns (x, None): the signature
-  nn.scan wants of a layer (carry in, carry and per-layer output out)."""
+  nn.scan wants of a layer (carry in, carry and per-layer output out); with
+  `moe` (MoE's fields) the MLP is a mixture of experts and the per-layer
+  output its stats."""
   num_heads: int
   mlp_dim: int
   dropout_rate: float
@@ -141,6 +144,7 @@ class Block(nn.Module):
   dtype: jnp.dtype
   param_dtype: jnp.dtype
   out_init_std: float
+  moe: dict | None = None
 
   @nn.compact
   def __call__(self, x, _=None):  # [batch, length, embed]
@@ -151,8 +155,13 @@ class Block(nn.Module):
     x = x + CausalSelfAttention(self.num_heads, name="attn", **common)(h)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     h = _layer_norm(self.dtype, self.param_dtype, "ln_mlp")(x)
-    x = x + MLP(self.mlp_dim, name="mlp", **common)(h)
-    return nn.with_logical_constraint(x, ("batch", "length", "embed")), None
+    stats = None
+    if self.moe:
+      h, stats = MoE(mlp_dim=self.mlp_dim, name="moe", **self.moe, **common)(h)
+    else:
+      h = MLP(self.mlp_dim, name="mlp", **common)(h)
+    x = x + h
+    return nn.with_logical_constraint(x, ("batch", "length", "embed")), stats
 
 
 @register("transformer")
@@ -166,6 +175,12 @@ class Transformer(nn.Module):
   compute for memory. `scan_layers` runs the blocks as one `nn.scan`: one
   block is compiled instead of `num_layers`, and every block parameter gets a
   leading `layers` axis (unsharded unless a rule names it).
+
+  `moe_experts` > 0 makes the MLP of every `moe_every`-th block (the 2nd,
+  4th, ...: GShard, Switch) a mixture of that many experts (deeplearn.models
+  .moe), each of `mlp_dim`; in training the model sows into "aux_loss" the
+  sum over those layers of the load-balancing loss, with `moe_aux_weight`,
+  and the mean dropped fraction, with weight 0 (reported only).
   """
   vocab_size: int
   max_len: int = 1024
@@ -184,6 +199,13 @@ class Transformer(nn.Module):
   # Megatron and nanoGPT pad the same way. The extra rows are never looked up
   # and their logits are cut off, so the logits keep `vocab_size` columns.
   vocab_pad_multiple: int = 1
+  moe_experts: int = 0  # 0: dense MLPs everywhere
+  moe_every: int = 2
+  moe_top_k: int = 1
+  moe_capacity_factor: float = 1.25
+  moe_mode: str = "sparse"  # sparse (top-k) | soft (dense softmax mixture)
+  moe_noisy_gating: bool = False
+  moe_aux_weight: float = 0.01  # Switch's alpha
 
   def _check(self, length):
     if self.embed_dim % self.num_heads:
@@ -195,6 +217,11 @@ class Transformer(nn.Module):
     if self.remat not in ("none", *REMAT_POLICIES):
       raise ValueError(f"config.model.remat={self.remat!r}: use 'none', 'full' or"
                        " 'dots'.")
+    if self.moe_experts and (self.scan_layers or self.moe_every < 1):
+      raise ValueError(
+          f"config.model.moe_experts={self.moe_experts} needs scan_layers=False"
+          " (MoE and dense blocks differ, one scanned block cannot be both)"
+          f" and moe_every >= 1 (got {self.moe_every}).")
     if length > self.max_len:
       # A position past the table would be clamped silently by the gather.
       raise ValueError(f"Sequences of {length} tokens exceed config.model.max_len="
@@ -236,8 +263,20 @@ class Transformer(nn.Module):
                       metadata_params={nn.PARTITION_NAME: "layers"})
       x, _ = stack(name="blocks", **layer)(x, None)
     else:
+      moe = dict(num_experts=self.moe_experts, top_k=self.moe_top_k,
+                 capacity_factor=self.moe_capacity_factor, mode=self.moe_mode,
+                 noisy_gating=self.moe_noisy_gating)
+      stats = []
       for i in range(self.num_layers):
-        x, _ = block(name=f"block_{i}", **layer)(x)
+        is_moe = self.moe_experts and i % self.moe_every == self.moe_every - 1
+        x, s = block(name=f"block_{i}", moe=moe if is_moe else None, **layer)(x)
+        stats += [s] if is_moe else []
+      if stats and train:  # into deeplearn.tasks.common.AUX_LOSSES (not
+        # at init, which would store them as model state)
+        self.sow("aux_loss", "moe_aux_loss", (self.moe_aux_weight, sum(
+            s["load_balancing_loss"] for s in stats)))
+        self.sow("aux_loss", "moe_dropped", (0.0, sum(
+            s["dropped"] for s in stats) / len(stats)))
 
     x = _layer_norm(dtype, param_dtype, "ln_f")(x)
     if self.tie_embeddings:

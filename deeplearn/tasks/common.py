@@ -10,22 +10,28 @@ import optax
 # auxiliary classifiers (GoogLeNet's side heads) whose cross-entropy on the same
 # targets the loss adds, times weight. Evaluation never sees them.
 AUX_LOGITS = "aux_logits"
+# And (weight, value) pairs of scalar losses the model computes itself (the
+# mixture of experts' load-balancing loss): the loss adds weight x value, and
+# each is reported as a metric under its name; weight 0 only reports it.
+AUX_LOSSES = "aux_loss"
 
 
 def apply_model(model, params, model_state, inputs, rng, train: bool):
   """Runs the model -> (outputs, new model state, aux).
 
   In training, mutable collections (batch_stats) update and `aux` is what the
-  model sowed into AUX_LOGITS, {name: ((weight, logits), ...)}; else {}.
+  model sowed into AUX_LOGITS and AUX_LOSSES, {collection: {name: ((weight,
+  array), ...)}}; else {}.
   """
   variables = {"params": params, **model_state}
   rngs = {"dropout": rng} if rng is not None else {}
   if not train:
     return model.apply(variables, inputs, train=False, rngs=rngs), model_state, {}
   outputs, new_state = model.apply(variables, inputs, train=True, rngs=rngs,
-                                   mutable=[*model_state, AUX_LOGITS])
+                                   mutable=[*model_state, AUX_LOGITS, AUX_LOSSES])
   new_state = dict(new_state)
-  return outputs, new_state, new_state.pop(AUX_LOGITS, {})
+  return outputs, new_state, {c: new_state.pop(c, {})
+                              for c in (AUX_LOGITS, AUX_LOSSES)}
 
 
 def finalize_mean(sums) -> dict:
@@ -75,18 +81,24 @@ class CrossEntropyTask:
   def loss(self, params, model_state, batch, rng):
     """Mean cross-entropy of the outputs plus, for every auxiliary head the
     model sowed, weight x its mean cross-entropy (also reported alone as
-    `<head>_loss`). Accuracy is the main head's."""
+    `<head>_loss`), plus weight x every auxiliary loss it sowed (reported
+    as `<name>`). Accuracy is the main head's."""
     logits, new_state, aux = apply_model(
         self.model, params, model_state, batch["inputs"], rng, train=True)
     targets = batch[self.target_key]
     ones = jnp.ones(targets.shape[0], jnp.float32)
     smoothing = self.label_smoothing
     sums = self._sums(logits, targets, ones, smoothing)
-    for name, pairs in sorted(aux.items()):
+    for name, pairs in sorted(aux[AUX_LOGITS].items()):
       for weight, aux_logits in pairs:
         aux_loss = self._sums(aux_logits, targets, ones, smoothing)["loss"]
         sums[f"{name}_loss"] = sums.get(f"{name}_loss", 0.0) + aux_loss
         sums["loss"] = sums["loss"] + weight * aux_loss
+    for name, pairs in sorted(aux[AUX_LOSSES].items()):
+      for weight, value in pairs:  # a mean: times count, as a sum
+        value = value.astype(jnp.float32) * sums["count"]
+        sums[name] = sums.get(name, 0.0) + value
+        sums["loss"] = sums["loss"] + weight * value
     return sums["loss"] / sums["count"], (sums, new_state)
 
   def eval_sums(self, params, model_state, batch):

@@ -1,0 +1,47 @@
+"""The char-level GPT of shakespeare_transformer.py with a sparsely-gated
+mixture of experts (Switch-style top-1) in place of every other block's MLP.
+
+Blocks 2 and 4 of 4 get 4 experts, each the dense model's MLP (128 -> 512 ->
+128): a token runs through one of them, so the FLOPs per token are the dense
+model's plus the router's (128 x 4 per token and MoE layer) and the one-hot
+dispatch / combine einsums; the parameters grow from 809,856 to 1,601,152.
+Capacity factor 1.25 per sequence; tokens over capacity skip the layer
+through the residual; the load-balancing loss weighs 0.01 (Switch).
+Variants: `:top2` (GShard's top-2, twice the expert FLOPs), `:soft` (the
+dense softmax mixture, 4 experts on every token: 4x), `:tiny` (tests).
+
+Expert parallelism is the rules table EXPERT_PARALLEL_RULES: on 8 devices
+`--config.mesh.expert=4` puts one expert per device of each group of 4 and
+the tokens over data x expert (two all-to-alls per MoE layer each way).
+
+Measured: see the results in benchmarks/RESULTS.md (2026-11-22).
+
+  python -m deeplearn.train --config experiments/shakespeare_transformer_moe.py --workdir runs/moe
+"""
+
+import os
+
+import ml_collections
+
+from deeplearn.config import EXPERT_PARALLEL_RULES, from_file
+
+RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      "shakespeare_transformer.py")
+
+
+def get_config(arg=None):
+  if arg not in (None, "tiny", "top2", "soft"):
+    raise ValueError(f"Unknown variant {arg!r}: use ':tiny', ':top2', ':soft'"
+                     " or none.")
+  config = from_file(RECIPE + (":tiny" if arg == "tiny" else ""))
+  config.model = ml_collections.ConfigDict({
+      **config.model.to_dict(), "moe_experts": 4, "moe_every": 2,
+      "moe_top_k": 1, "moe_capacity_factor": 1.25, "moe_mode": "sparse",
+      "moe_noisy_gating": False, "moe_aux_weight": 0.01})
+  config.mesh = ml_collections.ConfigDict({"data": -1, "expert": 1})
+  config.sharding.rules = EXPERT_PARALLEL_RULES
+  if arg == "top2":  # GShard: 2 experts a token, twice the expert FLOPs
+    config.model.update(moe_top_k=2, moe_capacity_factor=1.25)
+  elif arg == "soft":  # the dense mixture: every expert on every token
+    config.model.moe_mode = "soft"
+  return config
