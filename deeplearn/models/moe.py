@@ -50,7 +50,8 @@ def route(probs, top_k: int, capacity_: int):
 
   Slots are handed out in token order, all of a token's choices before the
   next token's (GShard serves all first choices before any second): then
-  whether a token is dropped depends only on earlier tokens, which a causal model needs.
+  whether a token is dropped depends only on earlier tokens, as a causal
+  model needs.
   For k > 1 the chosen gates are renormalised to sum to 1 (GShard); top-1
   keeps the raw probability (Switch), so the router still gets a gradient.
   """
