@@ -37,6 +37,7 @@ logging.set_verbosity(logging.WARNING)
 config = config_lib.from_file(sys.argv[1])
 config.data.data_dir, config.train.compilation_cache_dir = sys.argv[2:4]
 config.train.update(num_steps=2, num_epochs=0.0, progress=False)
+config.schedule.warmup_steps = 0  # must be under num_steps; same program
 s = train.train_and_evaluate(config, sys.argv[4])
 print(json.dumps({"import_s": import_s, "startup_s": s["startup_s"],
                   "lower_s": s["lower_s"], "compile_s": s["compile_s"],

@@ -31,7 +31,7 @@ from deeplearn import data, train
 # dataset -> (experiment, steps the step side and the loop run, batches timed)
 ROWS = {"mnist1d": ("mnist1d_cnn", 2000, 5000),
         "digits": ("digits_convnet", 1000, 5000),
-        "tiny_shakespeare": ("shakespeare_char_transformer", 100, 5000)}
+        "tiny_shakespeare": ("shakespeare_char_transformer", 300, 5000)}
 
 
 def pipeline_rate(config, batches):
