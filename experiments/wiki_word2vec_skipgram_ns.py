@@ -2,12 +2,13 @@
 Wikipedia sample (106 articles, 452,944 tokens), gensim's settings: dim 100,
 window 5, 5 negatives, min_count 5, sample 1e-3, alpha 0.025 -> 1e-4, 5 epochs.
 
-Measured 2026-11-22 (2 vCPU AMD EPYC shared, load average 10-15), 5 seeds:
-WordSim-353 Spearman 0.234 +- 0.007 (gensim 4.4, same corpus and settings:
-0.236 +- 0.010; 31.4% of pairs OOV), analogies 2.0% (gensim 1.8%), 216,000
-raw words/s (gensim, 2 workers, side by side: 89,000). Seed 0 (this command):
-0.232; two -> three, four, five, six; france -> spain, russia, germany, italy;
-computer -> software, algorithms. Details: benchmarks/RESULTS.md, "word2vec".
+Measured 2026-11-22 beside gensim 4.4 (same corpus and settings, 2 workers),
+5 seeds with other jobs on the cores: WordSim-353 Spearman 0.234 +- 0.007
+(gensim 0.236 +- 0.010; 31.4% of pairs OOV), analogies 2.0% (gensim 1.8%). On
+the quiet machine (seeds 1, 2): 0.239 +- 0.008 (gensim 0.241 +- 0.005) at
+681,000 raw words/s against gensim's 817,000. Seed 0: two -> three, four, five,
+six; france -> spain, russia, germany, italy; computer -> software, algorithms.
+Details: benchmarks/RESULTS.md, "word2vec".
 
   python -m deeplearn.train --config experiments/wiki_word2vec_skipgram_ns.py --workdir runs/w2v_sg
 """
