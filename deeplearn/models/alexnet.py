@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import logical_init
+from deeplearn.models.layers import Conv, logical_init
 from deeplearn.models.pooling import adaptive_avg_pool
 
 # (channels as a multiple of `width` / 64, kernel, stride, padding, max-pool after)
@@ -57,7 +57,7 @@ class AlexNet(nn.Module):
     x = inputs
     for i, (multiple, kernel, stride, pad, pool) in enumerate(LAYERS):
       channels = "conv_in" if i else None  # the image's channels are never split
-      x = nn.Conv(multiple * self.width, (kernel, kernel), strides=stride,
+      x = Conv(multiple * self.width, (kernel, kernel), strides=stride,
                   padding=((pad, pad), (pad, pad)), dtype=self.dtype,
                   **logical_init(None, None, channels, "conv_out"))(x)
       x = nn.relu(x)

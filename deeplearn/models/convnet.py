@@ -19,6 +19,9 @@ max. On XLA:CPU that is about 2x faster than `nn.max_pool` for this net (SGD ste
 batch 100, 2 cores: 3,700-3,850 against 1,850-1,950 examples/s, November 2026). Like
 `nn.max_pool(..., padding="VALID")` and PyTorch's max_pool2d, rows and columns that do
 not fill a whole window are dropped (output size floor(size / window)).
+The convolutions are `layers.Conv`: on CPU these unpadded ones run as im2col + matmul,
+whose input gradient XLA:CPU computes about 8x faster than its native convolution's
+(whole SGD step 7.5-7.8 ms instead of 22-23 ms, see layers.py and benchmarks/RESULTS.md).
 
 Channel split (model parallelism of convolutions, the Megatron pattern applied
 to channels): conv i names its output channels `conv_out` when i is even and
@@ -43,7 +46,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import dense_inits
+from deeplearn.models.layers import Conv, dense_inits
 from deeplearn.models.mlp import apply_batch_norm
 
 # Field values for the variant on 8x8x1 sklearn digits (13,706 parameters):
@@ -110,7 +113,7 @@ class ConvNet(nn.Module):
       # i is even and "conv_in" (whole) when odd, so kernels alternate
       # (.., conv_in, conv_out) / (.., conv_out, conv_in): column, then row.
       out = "conv_out" if i % 2 == 0 else "conv_in"
-      x = nn.Conv(features, (k, k), padding=self.padding, use_bias=not self.batch_norm,
+      x = Conv(features, (k, k), padding=self.padding, use_bias=not self.batch_norm,
                   dtype=self.dtype, **inits(None, None, channels, out))(x)
       if self.batch_norm:
         x = apply_batch_norm(x, train, out, self.bn_axis_name, self.dtype)

@@ -10,11 +10,15 @@ whole; wide ones (`mlp`, `heads`, `conv_out`) are those that tensor parallelism
 splits; consecutive layers alternate the two.
 """
 
+import itertools
+import os
 import re
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from jax import lax
 
 from deeplearn.config import did_you_mean
 
@@ -101,3 +105,110 @@ def activation(name: str):
   if not callable(fn) or isinstance(fn, type):
     raise ValueError(f"config.model.activation={name!r} is not a function in flax.linen or jax.nn")
   return fn
+
+
+# --- Convolution as im2col + one matmul (XLA:CPU) ---------------------------------------
+#
+# XLA:CPU runs an unpadded ("VALID") convolution's forward pass near the matmul peak, but
+# its gradient with respect to the input (a convolution of the output gradient, padded by
+# kernel - 1, with the flipped kernel) up to an order of magnitude slower: for the EE-559
+# net's second conv (batch 100, 8x8x32 -> 4x4x64, 5x5 VALID) 0.84 ms forward, about 11 ms
+# for the input gradient, with or without --xla_cpu_use_onednn / --xla_cpu_use_xnnpack
+# (jax 0.10.2, 2 cores, November 2026). Written as strided slices (the patches), one
+# concatenation and one matmul, the same convolution differentiates into matmuls plus
+# pads and adds that XLA fuses: forward + both gradients 2.4 ms instead of 14.5 ms, the
+# whole SGD step of that net 6.0 ms instead of 22.5 ms. Forward + both gradients, XLA's
+# time over im2col's, same machine: unpadded convs 1.04-2.7x (EE-559 conv1 / conv2,
+# LeNet-5's, 3x3 and 5x5 with 32-64 channels, 1-D k5, 5x5 stride 2, 1x1 with 256
+# outputs); padded ("SAME") ones 0.27-0.82x (3x3 / 5x5 / 7x7 SAME, AlexNet's 11x11
+# stride-4 stem with padding 2): there XLA's own is kept. On accelerators XLA's always.
+CONV_IMPLS = ("auto", "xla", "im2col")
+CONV_IMPL_ENV = "DEEPLEARN_CONV_IMPL"
+
+
+def conv_impl() -> str:
+  """How `conv_general_dilated` computes a convolution: $DEEPLEARN_CONV_IMPL, one of
+  CONV_IMPLS, read at trace time. "auto" (the default) means im2col for unpadded
+  convolutions when jax's default backend is the CPU, XLA's own otherwise; "xla" and
+  "im2col" force one (im2col only where `im2col_conv` covers the convolution)."""
+  impl = os.environ.get(CONV_IMPL_ENV, "auto") or "auto"
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"${CONV_IMPL_ENV}={impl!r}: use one of {CONV_IMPLS}")
+  if impl == "auto" and jax.default_backend() != "cpu":
+    impl = "xla"
+  return impl
+
+
+def _canonical(dimension_numbers, ndim: int) -> bool:
+  """Whether the layouts are flax's: inputs and outputs [batch, *spatial, features],
+  the kernel [*spatial, in, out]."""
+  if dimension_numbers is None:
+    return False
+  dn = lax.conv_dimension_numbers((1,) * ndim, (1,) * ndim, dimension_numbers)
+  spatial = tuple(range(1, ndim - 1))
+  return (dn.lhs_spec == (0, ndim - 1) + spatial and dn.out_spec == dn.lhs_spec
+          and dn.rhs_spec == (ndim - 1, ndim - 2) + tuple(range(ndim - 2)))
+
+
+def _unpadded(lhs, rhs, window_strides, padding, rhs_dilation) -> bool:
+  if isinstance(padding, str):
+    dilated = tuple((k - 1) * d + 1 for k, d in
+                    zip(rhs.shape[:-2], rhs_dilation or (1,) * (rhs.ndim - 2)))
+    padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, tuple(window_strides), padding)
+  return all(tuple(p) == (0, 0) for p in padding)
+
+
+def im2col_conv(lhs, rhs, window_strides, padding, rhs_dilation=None, precision=None):
+  """lax.conv_general_dilated for lhs [batch, *spatial, in], rhs [*spatial, in, out]
+  (flax's layouts), feature groups and input dilation 1: the patches, one strided
+  slice per kernel offset, concatenated along the features and multiplied by the
+  kernel reshaped to [prod(spatial) * in, out]. padding: "SAME" | "VALID" | pairs."""
+  spatial = rhs.shape[:-2]
+  nd = len(spatial)
+  rhs_dilation = tuple(rhs_dilation or (1,) * nd)
+  window_strides = tuple(window_strides)
+  dilated = tuple((k - 1) * d + 1 for k, d in zip(spatial, rhs_dilation))
+  if isinstance(padding, str):
+    padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, window_strides, padding)
+  padding = tuple(tuple(p) for p in padding)
+  if any(p != (0, 0) for p in padding):
+    lhs = jnp.pad(lhs, ((0, 0),) + padding + ((0, 0),))
+  size = lhs.shape[1:-1]
+  out = tuple((s - k) // st + 1 for s, k, st in zip(size, dilated, window_strides))
+  if any(o < 1 for o in out):
+    raise ValueError(f"a {spatial} kernel (dilation {rhs_dilation}) does not fit the "
+                     f"padded input of spatial size {size}")
+  columns = []
+  for offset in itertools.product(*(range(k) for k in spatial)):
+    start = (0,) + tuple(o * d for o, d in zip(offset, rhs_dilation)) + (0,)
+    limit = ((lhs.shape[0],) + tuple(s + (n - 1) * st + 1 for s, n, st in
+                                     zip(start[1:-1], out, window_strides)) + (lhs.shape[-1],))
+    columns.append(lax.slice(lhs, start, limit, (1,) + window_strides + (1,)))
+  patches = columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
+  kernel = rhs.reshape(-1, rhs.shape[-1])  # [prod(spatial) * in, out], offset-major
+  return lax.dot_general(patches, kernel, (((nd + 1,), (0,)), ((), ())), precision=precision)
+
+
+def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                         rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None):
+  """lax.conv_general_dilated, computed by `im2col_conv` where `conv_impl()` says so and
+  the convolution is one it covers (flax layouts, no input dilation, one feature and
+  batch group, no preferred element type); otherwise lax's own."""
+  impl = conv_impl()
+  if (impl != "xla" and _canonical(dimension_numbers, lhs.ndim)
+      and all(d == 1 for d in (lhs_dilation or ())) and feature_group_count == 1
+      and batch_group_count == 1 and preferred_element_type is None
+      and (impl == "im2col" or _unpadded(lhs, rhs, window_strides, padding, rhs_dilation))):
+    return im2col_conv(lhs, rhs, window_strides, padding, rhs_dilation, precision)
+  return lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
+      batch_group_count=batch_group_count, precision=precision,
+      preferred_element_type=preferred_element_type)
+
+
+class Conv(nn.Conv):
+  """nn.Conv computing its convolution with `conv_general_dilated` above (im2col for
+  unpadded convolutions on CPU). The same parameters, names and checkpoints as nn.Conv."""
+  conv_general_dilated: Callable | None = conv_general_dilated

@@ -24,7 +24,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import activation, logical_init
+from deeplearn.models.layers import Conv, activation, logical_init
 
 
 @register("lenet5")
@@ -57,7 +57,7 @@ class LeNet5(nn.Module):
     p = self.padding
     # The image's channels are never split (None); C3 reads C1's channels whole.
     for features, padding, channels in ((6, ((p, p), (p, p)), None), (16, "VALID", "conv_in")):
-      x = nn.Conv(features, (5, 5), padding=padding, dtype=self.dtype,
+      x = Conv(features, (5, 5), padding=padding, dtype=self.dtype,
                   **logical_init(None, None, channels, "conv_out"))(x)
       x = pool(act(x))
     x = x.reshape(x.shape[0], -1)  # [batch, 400]

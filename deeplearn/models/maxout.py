@@ -30,7 +30,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import dense_inits, logical_init
+from deeplearn.models.layers import Conv, dense_inits, logical_init
 
 
 class Maxout(nn.Module):
@@ -57,7 +57,7 @@ class Maxout(nn.Module):
     if self.kernel_size is None:
       y = nn.Dense(width, dtype=self.dtype, **inits)(x)
     else:
-      y = nn.Conv(width, tuple(self.kernel_size), padding=self.padding, dtype=self.dtype,
+      y = Conv(width, tuple(self.kernel_size), padding=self.padding, dtype=self.dtype,
                   **inits)(x)
     return y.reshape(*y.shape[:-1], self.features, self.pieces).max(axis=-1)
 

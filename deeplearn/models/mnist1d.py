@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import default_kernel_init, logical_init, torch_uniform
+from deeplearn.models.layers import Conv, default_kernel_init, logical_init, torch_uniform
 
 
 def _inits(torch_init: bool, fan_in: int, *axes, kernel_init=default_kernel_init):
@@ -48,7 +48,7 @@ class MNIST1DCNN(nn.Module):
     x = inputs.reshape(inputs.shape[0], -1, 1)  # [batch, length, 1]
     for kernel in (5, 3, 3):
       fan_in = x.shape[-1] * kernel
-      x = nn.Conv(self.channels, (kernel,), strides=(2,), padding=((1, 1),), dtype=self.dtype,
+      x = Conv(self.channels, (kernel,), strides=(2,), padding=((1, 1),), dtype=self.dtype,
                   **_inits(self.torch_init, fan_in, None, "conv_in", "conv_out"))(x)
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)  # [batch, 5 * channels]

@@ -48,7 +48,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import logical_init
+from deeplearn.models.layers import Conv, logical_init
 from deeplearn.models.mlp import apply_batch_norm
 
 he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -76,7 +76,7 @@ class ConvBN(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     pad = self.kernel // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
+    x = Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
                 padding=((pad, pad), (pad, pad)), use_bias=False, dtype=self.dtype,
                 **logical_init(None, None, self.in_axis, "conv_out",
                                kernel_init=self.kernel_init))(x)

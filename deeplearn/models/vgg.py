@@ -31,7 +31,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import logical_init
+from deeplearn.models.layers import Conv, logical_init
 from deeplearn.models.mlp import apply_batch_norm
 from deeplearn.models.pooling import adaptive_avg_pool
 
@@ -71,7 +71,7 @@ class VGG(nn.Module):
     channels = None  # the image's channels are never split
     for stage, convs in enumerate(STAGES[self.depth]):
       for _ in range(convs):
-        x = nn.Conv(self.width * min(2 ** stage, 8), (3, 3), padding=((1, 1), (1, 1)),
+        x = Conv(self.width * min(2 ** stage, 8), (3, 3), padding=((1, 1), (1, 1)),
                     use_bias=not self.batch_norm, dtype=self.dtype,
                     **logical_init(None, None, channels, "conv_out", kernel_init=he_normal))(x)
         channels = "conv_in"
