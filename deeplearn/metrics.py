@@ -7,6 +7,7 @@ back with pandas or a few lines of Python (see `read_records`).
 
 import json
 import os
+import time
 
 from tensorboardX import SummaryWriter
 
@@ -23,7 +24,10 @@ class MetricWriter:
       return
     values = {k: float(v) for k, v in metrics.items()}
     with open(self.path, "a") as f:
-      f.write(json.dumps({"step": step, "split": split, **values}) + "\n")
+      # "time": Unix seconds when written (time to a target metric, as TensorBoard's
+      # wall time)
+      f.write(json.dumps({"step": step, "split": split, "time": round(time.time(), 3),
+                          **values}) + "\n")
     for name, value in values.items():
       self._tb.add_scalar(f"{split}/{name}", value, step)
 

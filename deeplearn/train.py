@@ -402,11 +402,19 @@ def compile_step(train_step, state, batch) -> dict[str, float]:
   """
   if not hasattr(train_step, "lower"):
     return {}
+  from deeplearn import inspect  # pylint: disable=g-import-not-at-top (imports train)
   t0 = time.perf_counter()
   lowered = train_step.lower(state, batch)
   t1 = time.perf_counter()
-  lowered.compile()
-  return {"lower_s": t1 - t0, "compile_s": time.perf_counter() - t1}
+  compiled = lowered.compile()
+  out = {"lower_s": t1 - t0, "compile_s": time.perf_counter() - t1}
+  try:  # XLA's count, per device; for FLOP/s and utilisation in the summary
+    flops = inspect.step_flops(compiled)
+  except Exception:  # pylint: disable=broad-except (a backend without cost analysis)
+    flops = 0.0
+  if flops > 0:
+    out["step_flops"] = flops
+  return out
 
 
 # config.trainer -> module whose train_and_evaluate(config, workdir) runs it.
@@ -505,8 +513,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         startup["startup_s"] = time.time() - t_start
         if lead:
           bar.write("startup: " + ", ".join(
-              f"{k.removesuffix('_s')} {v:.2f} s" for k, v in startup.items())
-              + " (first step done)")
+              f"{k.removesuffix('_s')} {v:.2f} s" for k, v in startup.items()
+              if k.endswith("_s")) + " (first step done)")
       pending.append(step_metrics)
       healths.append(health)
       bar.update(1)
@@ -562,6 +570,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
 
   examples_per_s = (steps_timed * config.data.batch_size / train_s
                     if train_s > 0 else None)
+  # Achieved FLOP/s of the whole run (all devices): XLA's count of the step's
+  # FLOPs over the timed intervals' step time. Over the hardware's peak, the
+  # model FLOP utilisation; benchmarks/utilisation.py measures the CPU's.
+  if "step_flops" in startup and train_s > 0:
+    startup["flop_s"] = startup["step_flops"] * run.mesh.size * steps_timed / train_s
   summary = summarize(run, workdir, {
       "wall_s": time.time() - t_start,
       "examples_per_s": examples_per_s, "resumed_from": start,

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from deeplearn import config as config_lib, metrics, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +47,18 @@ def test_train_metrics_and_summary_report_data_wait_and_compile_time(
     assert math.isfinite(summary[key]) and summary[key] >= 0, key
   assert summary["startup_s"] >= summary["lower_s"] + summary["compile_s"]
   assert 0.0 <= summary["data_wait_fraction"] <= 1.0
+  # Records carry their write time, in order.
+  times = [r["time"] for r in records]
+  assert times == sorted(times) and times[0] > 1.7e9
+  # FLOPs: XLA's count of the step, against the model's forward multiply-adds
+  # (conv 40 -> 19 x 25 ch, k5; 19 -> 10, k3 x 25; 10 -> 5; linear 125 -> 10):
+  # a training step is about 3 forward passes, plus elementwise work.
+  forward = 2 * (19 * 25 * 5 + 10 * 25 * 75 + 5 * 25 * 75 + 125 * 10)
+  batch = config.data.batch_size // summary["devices"]  # step_flops is per device
+  assert 2 * forward * batch < summary["step_flops"] < 5 * forward * batch
+  assert summary["flop_s"] == pytest.approx(
+      summary["step_flops"] * summary["devices"] * summary["examples_per_s"]
+      / config.data.batch_size, rel=1e-6)
   with open(tmp_path / "summary.json") as f:
     assert json.load(f)["compile_s"] == summary["compile_s"]
 

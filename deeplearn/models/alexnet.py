@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import Conv, logical_init
+from deeplearn.models.layers import Conv, Dense, logical_init
 from deeplearn.models.pooling import adaptive_avg_pool
 
 # (channels as a multiple of `width` / 64, kernel, stride, padding, max-pool after)
@@ -67,8 +67,8 @@ class AlexNet(nn.Module):
     axes = ("embed", "mlp")
     for _ in range(2):
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      x = nn.Dense(self.hidden_size, dtype=self.dtype, **logical_init(*axes))(x)
+      x = Dense(self.hidden_size, dtype=self.dtype, **logical_init(*axes))(x)
       x = nn.relu(x)
       axes = axes[::-1]
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)
+    logits = Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

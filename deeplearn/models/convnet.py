@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import Conv, dense_inits
+from deeplearn.models.layers import Conv, Dense, dense_inits
 from deeplearn.models.mlp import apply_batch_norm
 
 # Field values for the variant on 8x8x1 sklearn digits (13,706 parameters):
@@ -128,13 +128,13 @@ class ConvNet(nn.Module):
     axes = ("embed", "mlp")
     for width in self.hidden_sizes:
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-      x = nn.Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
+      x = Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
                    **inits(*axes))(x)
       if self.batch_norm:
         x = apply_batch_norm(x, train, axes[1], self.bn_axis_name, self.dtype)
       x = nn.with_logical_constraint(nn.relu(x), ("batch", axes[1]))
       axes = axes[::-1]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **dense_inits(
+    logits = Dense(self.num_classes, dtype=self.dtype, **dense_inits(
         (axes[0], "vocab"), self.kernel_init, scale=self.last_layer_scale))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

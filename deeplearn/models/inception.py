@@ -39,7 +39,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models import resnet
-from deeplearn.models.layers import default_kernel_init, logical_init
+from deeplearn.models.layers import Dense, default_kernel_init, logical_init
 from deeplearn.models.pooling import adaptive_avg_pool, max_pool_ceil
 
 # Paper Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
@@ -96,9 +96,9 @@ class AuxHead(nn.Module):
     x = adaptive_avg_pool(x, (4, 4))
     x = ConvBN(128, bn_axis_name=self.bn_axis_name, dtype=self.dtype)(x, train)
     x = x.reshape(x.shape[0], -1)  # [batch, 2048]
-    x = nn.relu(nn.Dense(1024, dtype=self.dtype, **logical_init("embed", "mlp"))(x))
+    x = nn.relu(Dense(1024, dtype=self.dtype, **logical_init("embed", "mlp"))(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init("mlp", "vocab"))(x)
+    x = Dense(self.num_classes, dtype=self.dtype, **logical_init("mlp", "vocab"))(x)
     return x.astype(jnp.float32)
 
 
@@ -146,5 +146,5 @@ class GoogLeNet(nn.Module):
                    (jnp.float32(self.aux_weight), aux))
     x = x.mean(axis=(1, 2))  # [batch, 1024]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
+    logits = Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

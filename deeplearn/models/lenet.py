@@ -24,7 +24,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import Conv, activation, logical_init
+from deeplearn.models.layers import Conv, Dense, activation, logical_init
 
 
 @register("lenet5")
@@ -61,7 +61,7 @@ class LeNet5(nn.Module):
                   **logical_init(None, None, channels, "conv_out"))(x)
       x = pool(act(x))
     x = x.reshape(x.shape[0], -1)  # [batch, 400]
-    x = act(nn.Dense(120, dtype=self.dtype, **logical_init("embed", "mlp"))(x))
-    x = act(nn.Dense(84, dtype=self.dtype, **logical_init("mlp", "embed"))(x))
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
+    x = act(Dense(120, dtype=self.dtype, **logical_init("embed", "mlp"))(x))
+    x = act(Dense(84, dtype=self.dtype, **logical_init("mlp", "embed"))(x))
+    logits = Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

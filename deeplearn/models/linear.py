@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import logical_init
+from deeplearn.models.layers import Dense, logical_init
 
 
 @register("linear")
@@ -23,5 +23,5 @@ class Linear(nn.Module):
   def __call__(self, inputs, *, train: bool):
     del train  # nothing stochastic in a linear model
     x = inputs.reshape(inputs.shape[0], -1)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
+    logits = Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

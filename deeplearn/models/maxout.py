@@ -30,7 +30,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import Conv, dense_inits, logical_init
+from deeplearn.models.layers import Conv, Dense, dense_inits, logical_init
 
 
 class Maxout(nn.Module):
@@ -55,7 +55,7 @@ class Maxout(nn.Module):
     width = self.features * self.pieces
     inits = dense_inits(self.kernel_axes, self.kernel_init)
     if self.kernel_size is None:
-      y = nn.Dense(width, dtype=self.dtype, **inits)(x)
+      y = Dense(width, dtype=self.dtype, **inits)(x)
     else:
       y = Conv(width, tuple(self.kernel_size), padding=self.padding, dtype=self.dtype,
                   **inits)(x)
@@ -91,7 +91,7 @@ class MaxoutMLP(nn.Module):
                  dtype=self.dtype)(h)
       h = nn.Dropout(self.dropout_rate, deterministic=not train)(h)
       axes = axes[::-1]
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **dense_inits(
+    logits = Dense(self.num_classes, dtype=self.dtype, **dense_inits(
         (axes[0], "vocab"), self.kernel_init, scale=self.last_layer_scale))(h)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax
 
@@ -135,5 +135,5 @@ class MaxoutConvNet(nn.Module):
       x = Maxout(width, self.pieces, kernel_axes=axes, dtype=self.dtype)(x)
       axes = axes[::-1]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)
+    logits = Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import activation, dense_inits
+from deeplearn.models.layers import Dense, activation, dense_inits
 
 
 def apply_batch_norm(x, train: bool, axis: str, axis_name, dtype, epsilon=1e-5):
@@ -85,7 +85,7 @@ class MLP(nn.Module):
       # consecutive kernels alternate (embed, mlp) / (mlp, embed), as in a
       # transformer's feed-forward block.
       axes = ("embed", "mlp") if i % 2 == 0 else ("mlp", "embed")
-      y = nn.Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
+      y = Dense(width, use_bias=not self.batch_norm, dtype=self.dtype,
                    **dense_inits(axes, self.kernel_init, self.bias_init))(h)
       if self.batch_norm:  # BN's own bias replaces the Dense bias
         y = apply_batch_norm(y, train, axes[1], self.bn_axis_name, self.dtype)
@@ -93,6 +93,6 @@ class MLP(nn.Module):
       y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
       h = h + y if self.residual and i > 0 and h.shape[-1] == width else y
     last = "mlp" if len(self.hidden_sizes) % 2 else "embed"
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **dense_inits(
+    logits = Dense(self.num_classes, dtype=self.dtype, **dense_inits(
         (last, "vocab"), self.kernel_init, scale=self.last_layer_scale))(h)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from deeplearn.models import register
-from deeplearn.models.layers import Conv, default_kernel_init, logical_init, torch_uniform
+from deeplearn.models.layers import Conv, Dense, default_kernel_init, logical_init, torch_uniform
 
 
 def _inits(torch_init: bool, fan_in: int, *axes, kernel_init=default_kernel_init):
@@ -52,7 +52,7 @@ class MNIST1DCNN(nn.Module):
                   **_inits(self.torch_init, fan_in, None, "conv_in", "conv_out"))(x)
       x = nn.relu(x)
     x = x.reshape(x.shape[0], -1)  # [batch, 5 * channels]
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+    logits = Dense(self.num_classes, dtype=self.dtype,
                       **_inits(self.torch_init, x.shape[-1], "embed", "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax
 
@@ -78,9 +78,9 @@ class TorchGRUCell(nn.RNNCellBase):
     h = carry  # [batch, features]
     f = self.features
     # The hidden state lives on "embed", the three stacked gates on "mlp".
-    gates_x = nn.Dense(3 * f, dtype=self.dtype, name="input",
+    gates_x = Dense(3 * f, dtype=self.dtype, name="input",
                        **_inits(self.torch_init, f, "embed", "mlp"))(inputs)
-    gates_h = nn.Dense(3 * f, dtype=self.dtype, name="hidden",
+    gates_h = Dense(3 * f, dtype=self.dtype, name="hidden",
                        **_inits(self.torch_init, f, "embed", "mlp",
                                 kernel_init=nn.initializers.orthogonal()))(h)
     r = nn.sigmoid(gates_x[..., :f] + gates_h[..., :f])
@@ -127,6 +127,6 @@ class MNIST1DGRU(nn.Module):
     else:
       h = rnn("forward")(x)  # [batch, time, hidden]
     h = h.reshape(h.shape[0], -1)
-    logits = nn.Dense(self.num_classes, dtype=self.dtype,
+    logits = Dense(self.num_classes, dtype=self.dtype,
                       **_inits(self.torch_init, h.shape[-1], "embed", "vocab"))(h)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deeplearn.models import register
-from deeplearn.models.layers import logical_init
+from deeplearn.models.layers import Dense, logical_init
 
 
 @register("ngram_mlp")
@@ -39,8 +39,8 @@ class NGramMLP(nn.Module):
     shifted = [jnp.pad(x, ((0, 0), (k, 0), (0, 0)))[:, :x.shape[1]]
                for k in range(self.context)]
     h = jnp.concatenate(shifted, axis=-1)  # [batch, time, context * embed_dim]
-    h = nn.tanh(nn.Dense(self.hidden_size, dtype=self.dtype,
+    h = nn.tanh(Dense(self.hidden_size, dtype=self.dtype,
                          **logical_init("embed", "mlp"))(h))
-    logits = nn.Dense(self.vocab_size, dtype=self.dtype,
+    logits = Dense(self.vocab_size, dtype=self.dtype,
                       **logical_init("mlp", "vocab"))(h)
     return logits.astype(jnp.float32)  # [batch, time, vocab_size]

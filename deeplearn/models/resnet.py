@@ -48,7 +48,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import Conv, logical_init
+from deeplearn.models.layers import Conv, Dense, logical_init
 from deeplearn.models.mlp import apply_batch_norm
 
 he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -141,7 +141,7 @@ class ResNet(nn.Module):
                           bottleneck, self.bn_axis_name, self.dtype,
                           name=f"stage{stage + 1}_block{i + 1}")(x, train)
     x = x.mean(axis=(1, 2))  # [batch, 8 * width (x 4 for bottlenecks)]
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
+    logits = Dense(self.num_classes, dtype=self.dtype, **logical_init("embed", "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax
 
 
@@ -173,6 +173,6 @@ class ResNet9(nn.Module):
         y = conv(features, f"layer{layer}_res1")(x, train)
         x = x + conv(features, f"layer{layer}_res2")(y, train)
     x = x.max(axis=(1, 2))  # [batch, 8 * width]: the reference's MaxPool2d(4) at 4x4
-    logits = nn.Dense(self.num_classes, use_bias=False, dtype=self.dtype,
+    logits = Dense(self.num_classes, use_bias=False, dtype=self.dtype,
                       **logical_init("embed", "vocab"))(x)
     return logits.astype(jnp.float32) * self.logit_scale  # [batch, num_classes]

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from deeplearn.models import register
+from deeplearn.models.layers import Dense
 from deeplearn.models.rnn import RNNStack, make_cell
 
 ATTENTIONS = ("bahdanau", "luong")
@@ -45,12 +46,12 @@ class Attention(nn.Module):
   @nn.compact
   def __call__(self, query, keys, mask):  # [batch, q], [batch, source, k], [batch, source]
     if self.kind == "bahdanau":  # additive
-      hidden = jnp.tanh(nn.Dense(self.units, use_bias=False, name="query",
+      hidden = jnp.tanh(Dense(self.units, use_bias=False, name="query",
                                  **_named("embed", "mlp"))(query)[:, None]
-                        + nn.Dense(self.units, name="key", **_named("embed", "mlp"))(keys))
-      scores = nn.Dense(1, use_bias=False, name="v", **_named("mlp", None))(hidden)[..., 0]
+                        + Dense(self.units, name="key", **_named("embed", "mlp"))(keys))
+      scores = Dense(1, use_bias=False, name="v", **_named("mlp", None))(hidden)[..., 0]
     elif self.kind == "luong":  # multiplicative, "general": s . W h
-      projected = nn.Dense(keys.shape[-1], use_bias=False, name="w",
+      projected = Dense(keys.shape[-1], use_bias=False, name="w",
                            **_named("embed", "mlp"))(query)
       scores = jnp.einsum("bk,bsk->bs", projected, keys)
     else:
@@ -82,11 +83,11 @@ class Seq2Seq(nn.Module):
         nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed"))))
     self.encoder = RNNStack(self.hidden_size, self.encoder_layers, self.cell,
                             bidirectional=True, dropout_rate=self.dropout_rate)
-    self.bridge = nn.Dense(self.hidden_size, **_named("embed", "mlp"))
+    self.bridge = Dense(self.hidden_size, **_named("embed", "mlp"))
     self.decoder = make_cell(self.cell, self.hidden_size)
     self.attend = Attention(self.attention, self.attention_dim)
-    self.combine = nn.Dense(self.hidden_size, use_bias=False, **_named("embed", "mlp"))
-    self.head = nn.Dense(self.vocab_size, **_named("mlp", "vocab"))
+    self.combine = Dense(self.hidden_size, use_bias=False, **_named("embed", "mlp"))
+    self.head = Dense(self.vocab_size, **_named("mlp", "vocab"))
     self.dropout = nn.Dropout(self.dropout_rate)
 
   def encode(self, source, train: bool = False):

@@ -26,8 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deeplearn.models import register
-from deeplearn.models.layers import logical_init
+from deeplearn.models import layers, register
+from deeplearn.models.layers import Dense, logical_init
 from deeplearn.models.moe import MoE
 
 REMAT_POLICIES = {
@@ -70,7 +70,8 @@ class Projection(nn.Module):
                                      self.axes[-out_rank:]),
                       self.shape[-out_rank:], self.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return jnp.einsum(self.equation, x, kernel) + bias
+    # the einsum as one 2-D matmul on CPU (layers.dot_general)
+    return layers.dense_einsum(x, kernel, len(self.shape) - out_rank) + bias
 
 
 class CausalSelfAttention(nn.Module):
@@ -114,12 +115,12 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x):  # [batch, length, embed]
     embed_dim = x.shape[-1]
-    h = nn.Dense(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+    h = Dense(self.mlp_dim, dtype=self.dtype, param_dtype=self.param_dtype,
                  name="fc", **logical_init("embed", "mlp",
                                            kernel_init=_normal(0.02)))(x)
     h = nn.gelu(h, approximate=True)  # GPT-2's tanh approximation
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    h = nn.Dense(embed_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+    h = Dense(embed_dim, dtype=self.dtype, param_dtype=self.param_dtype,
                  name="proj", **logical_init(
                      "mlp", "embed", kernel_init=_normal(self.out_init_std)))(h)
     return nn.Dropout(self.dropout_rate, deterministic=self.deterministic)(h)
@@ -280,9 +281,10 @@ class Transformer(nn.Module):
 
     x = _layer_norm(dtype, param_dtype, "ln_f")(x)
     if self.tie_embeddings:
-      logits = wte.attend(x)  # [batch, length, vocab]
+      # wte.attend(x), as one 2-D matmul on CPU; [batch, length, vocab]
+      logits = layers.dot_general(x, wte.embedding.astype(dtype), (((2,), (1,)), ((), ())))
     else:
-      logits = nn.Dense(padded_vocab, use_bias=False, dtype=dtype,
+      logits = Dense(padded_vocab, use_bias=False, dtype=dtype,
                         param_dtype=param_dtype, name="head",
                         **logical_init("embed", "vocab",
                                        kernel_init=_normal(0.02)))(x)

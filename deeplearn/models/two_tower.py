@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from deeplearn.models import register
+from deeplearn.models.layers import Dense
 from deeplearn.models.rnn import RNNStack
 
 SCORES = ("dot", "cosine", "mlp")
@@ -48,7 +49,7 @@ class Tower(nn.Module):
     # Mean over real tokens: the padding a batch adds must not move the vector.
     pooled = (y * real[..., None]).sum(1) / jnp.maximum(real.sum(1, keepdims=True), 1.0)
     pooled = nn.Dropout(self.dropout_rate, deterministic=not train)(pooled)
-    return nn.Dense(self.out_dim, name="proj", kernel_init=nn.with_logical_partitioning(
+    return Dense(self.out_dim, name="proj", kernel_init=nn.with_logical_partitioning(
         nn.initializers.lecun_normal(), ("mlp", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))(pooled)
 
@@ -79,9 +80,9 @@ class TwoTower(nn.Module):
         self.bidirectional, self.out_dim, self.pad_id, self.dropout_rate, name=name)
     self.query_tower, self.candidate_tower = tower("query"), tower("candidate")
     if self.score == "mlp":
-      self.hidden = nn.Dense(self.mlp_dim, kernel_init=nn.with_logical_partitioning(
+      self.hidden = Dense(self.mlp_dim, kernel_init=nn.with_logical_partitioning(
           nn.initializers.lecun_normal(), ("embed", "mlp")))
-      self.out = nn.Dense(1, kernel_init=nn.with_logical_partitioning(
+      self.out = Dense(1, kernel_init=nn.with_logical_partitioning(
           nn.initializers.lecun_normal(), ("mlp", None)))
 
   def pair_scores(self, u, v):

@@ -31,7 +31,7 @@ import flax.linen as nn
 
 from deeplearn.models import register
 from deeplearn.models.convnet import block_max_pool
-from deeplearn.models.layers import Conv, logical_init
+from deeplearn.models.layers import Conv, Dense, logical_init
 from deeplearn.models.mlp import apply_batch_norm
 from deeplearn.models.pooling import adaptive_avg_pool
 
@@ -82,8 +82,8 @@ class VGG(nn.Module):
     x = adaptive_avg_pool(x, (7, 7)).reshape(x.shape[0], -1)  # [batch, 7 * 7 * 8 * width]
     axes = ("embed", "mlp")
     for _ in range(2):
-      x = nn.Dense(self.hidden_size, dtype=self.dtype, **logical_init(*axes))(x)
+      x = Dense(self.hidden_size, dtype=self.dtype, **logical_init(*axes))(x)
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x))
       axes = axes[::-1]
-    logits = nn.Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)
+    logits = Dense(self.num_classes, dtype=self.dtype, **logical_init(axes[0], "vocab"))(x)
     return logits.astype(jnp.float32)  # [batch, num_classes]; float32 for a stable softmax

@@ -1,5 +1,5 @@
-"""layers.conv_general_dilated: im2col equals lax's convolution, values and gradients,
-and the dispatch picks im2col only where it is meant to."""
+"""The CPU forms of deeplearn.models.layers: im2col convolutions and 2-D dense products
+equal lax's, values and gradients, and the dispatch picks them only where meant to."""
 
 import jax
 import jax.numpy as jnp
@@ -79,3 +79,49 @@ def test_conv_module_matches_flax(monkeypatch):
   np.testing.assert_allclose(ours.apply(variables, x),
                              nn.Conv(8, (3, 3), strides=2).apply(variables, x),
                              rtol=1e-5, atol=1e-5)
+
+
+DOTS = [  # lhs shape, rhs shape, dimension numbers
+    ((3, 4, 5), (5, 6), (((2,), (0,)), ((), ()))),          # Dense on [batch, length, in]
+    ((3, 4, 2, 5), (2, 5, 7), (((2, 3), (0, 1)), ((), ()))),  # "blhk,hke->ble"
+    ((3, 4, 5), (5, 2, 6), (((2,), (0,)), ((), ()))),        # "ble,ehk->blhk"
+    ((3, 4, 5), (9, 5), (((2,), (1,)), ((), ()))),           # tied embeddings' attend
+    ((3, 5), (5, 6), (((1,), (0,)), ((), ()))),              # 2-D already
+    ((2, 3, 5), (2, 5, 4), (((2,), (1,)), ((0,), (0,)))),    # batched: left to lax
+]
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,dims", DOTS)
+def test_dot_general_equals_lax(lhs_shape, rhs_shape, dims, monkeypatch):
+  monkeypatch.setenv(layers.DOT_IMPL_ENV, "2d")
+  rng = np.random.default_rng(0)
+  lhs = jnp.asarray(rng.standard_normal(lhs_shape), jnp.float32)
+  rhs = jnp.asarray(rng.standard_normal(rhs_shape), jnp.float32)
+  ref = lambda a, b: lax.dot_general(a, b, dims)  # noqa: E731
+  ours = lambda a, b: layers.dot_general(a, b, dims)  # noqa: E731
+  np.testing.assert_allclose(ours(lhs, rhs), ref(lhs, rhs), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda a, b: jnp.sum(jnp.sin(f(a, b)))  # noqa: E731
+  for g_ours, g_ref in zip(jax.grad(loss(ours), (0, 1))(lhs, rhs),
+                           jax.grad(loss(ref), (0, 1))(lhs, rhs)):
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def _dot_operand_ranks(impl, monkeypatch):
+  monkeypatch.setenv(layers.DOT_IMPL_ENV, impl)
+  module = layers.Dense(6)
+  x = jnp.ones((3, 4, 5))
+  params = module.init(jax.random.key(0), x)
+  jaxpr = jax.make_jaxpr(lambda p: module.apply(p, x))(params).jaxpr
+  return [eqn.invars[0].aval.ndim for eqn in jaxpr.eqns if eqn.primitive.name == "dot_general"]
+
+
+def test_dense_dispatch(monkeypatch):
+  assert _dot_operand_ranks("auto", monkeypatch) == [2]  # CPU: one 2-D matmul
+  assert _dot_operand_ranks("xla", monkeypatch) == [3]
+  with pytest.raises(ValueError, match="DEEPLEARN_DOT_IMPL"):
+    _dot_operand_ranks("fast", monkeypatch)
+  # Same parameters as nn.Dense, so checkpoints move between them.
+  monkeypatch.setenv(layers.DOT_IMPL_ENV, "auto")
+  x = jnp.ones((3, 4, 5))
+  assert (jax.tree.map(jnp.shape, layers.Dense(6).init(jax.random.key(0), x))
+          == jax.tree.map(jnp.shape, nn.Dense(6).init(jax.random.key(0), x)))
