@@ -38,7 +38,7 @@ from torch import nn
 from deeplearn import config as config_lib, metrics, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = 94.0
+TARGET = 94.0  # the issue's; --also adds others
 EVAL_EVERY = 250
 
 
@@ -102,23 +102,26 @@ def ours(seed, steps, data_dir, workdir):
   return evals, summary["examples_per_s"] / config.data.batch_size
 
 
-def first_at_target(evals):
-  return next(((step, t) for step, acc, t in evals if acc >= TARGET), (None, None))
+def first_at(evals, target):
+  # 940 of 1,000 is 0.94 in float32, 93.99999... in percent: compare at 0.01
+  return next(((step, t) for step, acc, t in evals if acc >= target - 0.01), (None, None))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", default="0,1,2,3,4")
   parser.add_argument("--steps", type=int, default=6000)
+  parser.add_argument("--also", default="93", help="More test-accuracy targets, %%.")
   parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: temp).")
   args = parser.parse_args()
   logging.set_verbosity(logging.WARNING)
   tmp = tempfile.mkdtemp(prefix="mnist1d_vs_reference_")
   data_dir = args.data_dir or os.path.join(tmp, "tfds")
   dataset = mnist1d.data.make_dataset(mnist1d.data.get_dataset_args())
+  also = [float(a) for a in args.also.split(",") if a]
   print(f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
         f"load {os.getloadavg()[0]:.1f}", flush=True)
-  ours(0, 20, data_dir, os.path.join(tmp, "warm"))  # builds the TFDS data once
+  ours(0, 300, data_dir, os.path.join(tmp, "warm"))  # builds the TFDS data once
   rows = []
   for seed in (int(s) for s in args.seeds.split(",")):
     for side in ("reference", "deeplearn"):
@@ -126,27 +129,32 @@ def main():
         evals, rate = reference(dataset, seed, args.steps)
       else:
         evals, rate = ours(seed, args.steps, data_dir, os.path.join(tmp, f"run{seed}"))
-      step, t = first_at_target(evals)
+      step, t = first_at(evals, TARGET)
       best = max(evals, key=lambda e: e[1])
-      rows.append((side, seed, rate, step, t, evals[-1][1], best, evals[-1][2]))
+      rows.append((side, seed, rate, step, t, evals[-1][1], best, evals[-1][2],
+                   [first_at(evals, a) for a in also]))
       print(f"{side} seed {seed}: {rate:,.0f} steps/s, {TARGET:.0f}% at step {step} "
             f"({'-' if t is None else f'{t:.2f} s'}), final {evals[-1][1]:.1f}%, best "
             f"{best[1]:.1f}% @ {best[0]}, total {evals[-1][2]:.2f} s; load "
             f"{os.getloadavg()[0]:.1f}", flush=True)
-  print(f"\n| side | seed | steps/s | {TARGET:.0f}% first at step | time to {TARGET:.0f}% s |"
-        " final % | best % (step) | 6,000 steps + evals s |")
-  print("|---|---|---|---|---|---|---|---|")
-  for side, seed, rate, step, t, final, best, total in rows:
+  extra = "".join(f" {a:g}%: step, s |" for a in also)
+  print(f"\n| side | seed | steps/s | {TARGET:g}%: step | {TARGET:g}%: s |{extra}"
+        f" final % | best % (step) | {args.steps:,} steps + evals s |")
+  print("|---" * (8 + len(also)) + "|")
+  for side, seed, rate, step, t, final, best, total, more in rows:
+    cells = "".join(f" {'-' if st is None else f'{st}, {tt:.2f}'} |" for st, tt in more)
     print(f"| {side} | {seed} | {rate:,.0f} | {step or 'not reached'} |"
-          f" {'-' if t is None else f'{t:.2f}'} | {final:.1f} | {best[1]:.1f} ({best[0]}) |"
-          f" {total:.2f} |")
+          f" {'-' if t is None else f'{t:.2f}'} |{cells} {final:.1f} |"
+          f" {best[1]:.1f} ({best[0]}) | {total:.2f} |")
   for side in ("reference", "deeplearn"):
-    times = [r[4] for r in rows if r[0] == side and r[4] is not None]
-    rates = [r[2] for r in rows if r[0] == side]
-    print(f"{side}: reached {TARGET:.0f}% in {len(times)} of "
-          f"{sum(r[0] == side for r in rows)} seeds, median time "
-          f"{statistics.median(times) if times else float('nan'):.2f} s; median "
-          f"{statistics.median(rates):,.0f} steps/s")
+    mine = [r for r in rows if r[0] == side]
+    for i, target in enumerate([TARGET] + also):
+      times = [(r[4] if i == 0 else r[8][i - 1][1]) for r in mine]
+      times = [t for t in times if t is not None]
+      print(f"{side}: {target:g}% reached in {len(times)} of {len(mine)} seeds, median "
+            f"time {statistics.median(times) if times else float('nan'):.2f} s")
+    print(f"{side}: median {statistics.median(r[2] for r in mine):,.0f} steps/s, median "
+          f"final {statistics.median(r[5] for r in mine):.1f}%")
   shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -164,9 +164,15 @@ class _BatchIterator(grain.DatasetIterator):
     self._ds, self._next, self._it = ds, 0, None
 
   def __next__(self):
-    if self._it is None:
-      self._it = self._ds.start(self._next)
-    batch = next(self._it)
+    if self._ds.num_workers == 0:
+      # In this process batch k is the map dataset's element k: indexed directly, with
+      # none of grain's per-`next` iterator layers and statistics (60-100 us per batch
+      # of MNIST-1D on the 2-core machine, as much as the rest of the pipeline).
+      batch = self._ds.batches[self._next]
+    else:
+      if self._it is None:
+        self._it = self._ds.start(self._next)
+      batch = next(self._it)
     self._next += 1
     return batch
 
@@ -178,6 +184,8 @@ class _BatchIterator(grain.DatasetIterator):
     self._next = int(state["next_index"])
 
   def start_prefetch(self):
+    if self._ds.num_workers == 0:
+      return  # batches are computed on request
     if self._it is None:
       self._it = self._ds.start(self._next)
     self._it.start_prefetch()
@@ -206,6 +214,9 @@ class _ShuffledIndices:
 
   def __call__(self, k):
     n = self.num_examples
+    epoch, start = divmod(k * self.batch_size, n)
+    if start + self.batch_size <= n:  # within one epoch: a slice of its permutation
+      return self._permutation(epoch)[start:start + self.batch_size]
     epoch, pos = np.divmod(np.arange(k * self.batch_size, (k + 1) * self.batch_size), n)
     idx = np.empty_like(pos)
     for e in np.unique(epoch):
