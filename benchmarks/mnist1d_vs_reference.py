@@ -9,7 +9,8 @@ default initialisation, `torch.manual_seed(seed)`.
 
 deeplearn side: `experiments/mnist1d_cnn.py` through `train.train_and_evaluate`, as a
 user runs it (grain pipeline reshuffled every epoch, checkpoints every 1,000 steps,
-progress bar), with `eval_every=250` to see the same steps; seed `seed`.
+progress bar), with `eval_every=250` to see the same steps; seed `seed`;
+`--sequential` takes the batches in the reference's order (`config.data.shuffle=False`).
 
 Both read the published data (`mnist1d` regenerates it exactly: 4,000 train, 1,000
 test). "time to 94%" runs from the start of each side's training call to the end of
@@ -87,9 +88,10 @@ def reference(dataset, seed, steps):
   return evals, steps / (time.perf_counter() - t0)
 
 
-def ours(seed, steps, data_dir, workdir):
+def ours(seed, steps, data_dir, workdir, sequential=False):
   config = config_lib.from_file(os.path.join(ROOT, "experiments", "mnist1d_cnn.py"))
   config.data.data_dir = data_dir
+  config.data.shuffle = not sequential
   config.train.seed = seed
   config.train.num_steps = steps
   config.train.eval_every = EVAL_EVERY
@@ -112,6 +114,9 @@ def main():
   parser.add_argument("--seeds", default="0,1,2,3,4")
   parser.add_argument("--steps", type=int, default=6000)
   parser.add_argument("--also", default="93", help="More test-accuracy targets, %%.")
+  parser.add_argument("--sequential", action="store_true",
+                      help="Ours takes batches in the split's order, as the reference"
+                           " (config.data.shuffle=False), instead of reshuffling.")
   parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: temp).")
   args = parser.parse_args()
   logging.set_verbosity(logging.WARNING)
@@ -128,7 +133,8 @@ def main():
       if side == "reference":
         evals, rate = reference(dataset, seed, args.steps)
       else:
-        evals, rate = ours(seed, args.steps, data_dir, os.path.join(tmp, f"run{seed}"))
+        evals, rate = ours(seed, args.steps, data_dir, os.path.join(tmp, f"run{seed}"),
+                           args.sequential)
       step, t = first_at(evals, TARGET)
       best = max(evals, key=lambda e: e[1])
       rows.append((side, seed, rate, step, t, evals[-1][1], best, evals[-1][2],

@@ -76,6 +76,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.source_language = ""  # translation: "" = the pair's first ("de")
   c.data.tokenizer_examples = 100_000  # translation: pairs subwords learn on
   c.data.num_workers = 0
+  # True: every epoch a new permutation of the training examples; False: the split's
+  # own order, every epoch the same, batches taken in turn (reference code such as
+  # MNIST-1D's PyTorch loop, whose split is already in random order).
+  c.data.shuffle = True
   c.data.prepare = True
   # Datasets TFDS prepares from files downloaded by hand (imagenet2012's
   # tars); None: <data_dir>/downloads/manual, TFDS's default.

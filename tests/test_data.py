@@ -130,6 +130,17 @@ def test_each_epoch_is_a_new_permutation_of_the_training_split(cfg):
   assert epoch0 != epoch1
 
 
+def test_shuffle_false_takes_the_split_in_order_every_epoch(cfg):
+  # batch 150 over 4,000 examples: batch 26 straddles the first two epochs
+  batches = take(data.train_dataset(cfg(batch_size=150, shuffle=False), seed=0,
+                                    process_index=0, process_count=1), 60)
+  train = concat(list(data.eval_dataset(cfg(eval_batch_size=1000), split="train",
+                                        process_index=0, process_count=1)))
+  stream = concat(batches)["inputs"]
+  np.testing.assert_array_equal(stream[:4000], train["inputs"][:4000])
+  np.testing.assert_array_equal(stream[4000:8000], train["inputs"][:4000])
+
+
 def test_processes_see_disjoint_shards_that_make_up_the_global_batches(cfg):
   c = cfg(batch_size=200)
   shards = [take(data.train_dataset(c, seed=0, process_index=i, process_count=2), 20)

@@ -94,7 +94,8 @@ def train_dataset(data_cfg, *, seed: int, process_index: int,
   table = _table(builder, train_split, "config.data.train_split", data_cfg.get("seq_len"),
                  _translation(data_cfg))
   pp = _preprocess(builder, data_cfg.get("pp_train", ""), "pp_train", train_split)
-  ds = grain.MapDataset.range(sys.maxsize).map(_ShuffledIndices(len(table), batch_size, seed))
+  ds = grain.MapDataset.range(sys.maxsize).map(_ShuffledIndices(
+      len(table), batch_size, seed, shuffle=data_cfg.get("shuffle", True)))
   # Random ops are seeded by the stream index, before the slice, so that no two processes
   # share augmentation draws.
   batch = _Preprocessed(table, pp)
@@ -201,15 +202,17 @@ class _BatchIterator(grain.DatasetIterator):
 
 
 class _ShuffledIndices:
-  """Example indices of batch k of the endless stream of epochs, each epoch a new permutation.
+  """Example indices of batch k of the endless stream of epochs, each epoch a new permutation
+  (or, with shuffle=False, the split's order every epoch).
 
   grain's `shuffle` computes one permuted index per call, about 9 us each on this CPU, which
   alone holds mnist1d at ~1,000 batches/s; a numpy permutation per epoch is ~100x cheaper.
   The permutation of epoch e is drawn from numpy's Generator seeded with (seed, e).
   """
 
-  def __init__(self, num_examples, batch_size, seed):
+  def __init__(self, num_examples, batch_size, seed, shuffle=True):
     self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+    self.shuffle = shuffle  # False: every epoch the identity (the split's order)
     self._perms = {}  # epoch -> permutation, for the current and the previous epoch
 
   def __call__(self, k):
@@ -224,6 +227,10 @@ class _ShuffledIndices:
     return idx
 
   def _permutation(self, epoch):
+    if not self.shuffle:
+      if not self._perms:
+        self._perms = {None: np.arange(self.num_examples)}
+      return self._perms[None]
     if epoch not in self._perms:
       self._perms = {e: p for e, p in self._perms.items() if e == epoch - 1}
       self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
