@@ -1,8 +1,8 @@
 """Where metrics go: TensorBoard events and metrics.jsonl in the workdir.
 
 Only process 0 writes. `metrics.jsonl` holds one JSON record per line,
-`{"step": ..., "split": "train" | "eval", <name>: <value>, ...}`, easy to read
-back with pandas or a few lines of Python (see `read_records`).
+`{"step": ..., "split": "train" | "eval", "time": <unix s>, <name>: <value>, ...}`,
+easy to read back with pandas or a few lines of Python (see `read_records`).
 """
 
 import json
@@ -45,8 +45,14 @@ class MetricWriter:
 
 
 def read_records(path: str, split: str | None = None) -> list[dict]:
+  """The file's records (of `split`, if given). A last line without its newline is one
+  still being written, or cut by a killed process: it is left out (a resumed run's
+  `truncate_after` then drops it from the file)."""
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
+    lines = f.readlines()
+  if lines and not lines[-1].endswith("\n"):
+    lines.pop()
+  records = [json.loads(line) for line in lines if line.strip()]
   return [r for r in records if split is None or r["split"] == split]

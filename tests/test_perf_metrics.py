@@ -87,3 +87,19 @@ def test_compilation_cache_dir_is_on_by_default_and_safe_to_change_on_resume():
   changed.train.compilation_cache_dir = ""
   unsafe, safe = config_lib.resume_differences(default, changed)
   assert not unsafe and len(safe) == 1
+
+
+def test_a_cut_last_record_is_skipped_and_dropped_on_resume(tmp_path):
+  """A process killed mid-write (or a reader racing the writer) leaves a last line
+  without its newline: readers skip it, and truncate_after removes it."""
+  writer = metrics.MetricWriter(str(tmp_path))
+  writer.write(1, "train", {"loss": 2.0})
+  writer.write(2, "train", {"loss": 1.5})
+  writer.close()
+  path = tmp_path / "metrics.jsonl"
+  with open(path, "a") as f:
+    f.write('{"step": 3, "split": "train", "time": 1795356038.8, "lo')
+  assert [r["step"] for r in metrics.read_records(str(path))] == [1, 2]
+  metrics.MetricWriter(str(tmp_path)).truncate_after(2)
+  assert path.read_text().endswith("\n")
+  assert [r["step"] for r in metrics.read_records(str(path), "train")] == [1, 2]
