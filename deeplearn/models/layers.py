@@ -151,12 +151,13 @@ def _canonical(dimension_numbers, ndim: int) -> bool:
           and dn.rhs_spec == (ndim - 1, ndim - 2) + tuple(range(ndim - 2)))
 
 
-def _unpadded(lhs, rhs, window_strides, padding, rhs_dilation) -> bool:
+def _explicit_padding(lhs, rhs, window_strides, padding, rhs_dilation):
+  """padding ("SAME" | "VALID" | pairs) as one (low, high) pair per spatial axis."""
   if isinstance(padding, str):
     dilated = tuple((k - 1) * d + 1 for k, d in
                     zip(rhs.shape[:-2], rhs_dilation or (1,) * (rhs.ndim - 2)))
     padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, tuple(window_strides), padding)
-  return all(tuple(p) == (0, 0) for p in padding)
+  return tuple(tuple(p) for p in padding)
 
 
 def im2col_conv(lhs, rhs, window_strides, padding, rhs_dilation=None, precision=None):
@@ -169,9 +170,7 @@ def im2col_conv(lhs, rhs, window_strides, padding, rhs_dilation=None, precision=
   rhs_dilation = tuple(rhs_dilation or (1,) * nd)
   window_strides = tuple(window_strides)
   dilated = tuple((k - 1) * d + 1 for k, d in zip(spatial, rhs_dilation))
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:-1], dilated, window_strides, padding)
-  padding = tuple(tuple(p) for p in padding)
+  padding = _explicit_padding(lhs, rhs, window_strides, padding, rhs_dilation)
   if any(p != (0, 0) for p in padding):
     lhs = jnp.pad(lhs, ((0, 0),) + padding + ((0, 0),))
   size = lhs.shape[1:-1]
@@ -200,7 +199,8 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
   if (impl != "xla" and _canonical(dimension_numbers, lhs.ndim)
       and all(d == 1 for d in (lhs_dilation or ())) and feature_group_count == 1
       and batch_group_count == 1 and preferred_element_type is None
-      and (impl == "im2col" or _unpadded(lhs, rhs, window_strides, padding, rhs_dilation))):
+      and (impl == "im2col" or all(p == (0, 0) for p in _explicit_padding(
+          lhs, rhs, window_strides, padding, rhs_dilation)))):
     return im2col_conv(lhs, rhs, window_strides, padding, rhs_dilation, precision)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
