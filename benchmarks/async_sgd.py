@@ -28,8 +28,9 @@ import time
 from absl import logging
 import jax
 
-from deeplearn import config as config_lib, data, metrics, train
-from deeplearn.parallel import local_sgd, sharding
+from deeplearn import config as config_lib, data, loop, metrics, step as step_lib, train
+from deeplearn.schemes import supervised
+from deeplearn.parallel import data_parallel, local_sgd, sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR = 0.3  # plain SGD, batch 32: 80% in 900 steps (lr 0.1: 1,800)
@@ -52,11 +53,11 @@ _EVAL = {}
 def steps_to_target(config, target, max_steps, eval_every=100, devices=None):
   """(first step whose test accuracy >= target or None, final accuracy)."""
   config.train.num_steps = max_steps
-  run = train.build(config, devices)
+  run = supervised.build(config, devices)
   if config.train.step_form == "local_sgd":
-    step = local_sgd.make_local_sgd_train_step(run)
+    step = data_parallel.make_local_sgd_train_step(run)
   else:
-    step = train.make_train_step(run)
+    step = step_lib.make_train_step(run)
   if "accuracy" not in _EVAL:  # one compiled evaluation for every run
     task = run.task
     _EVAL["accuracy"] = jax.jit(lambda params, model_state, batch: task.finalize(
@@ -138,9 +139,9 @@ def bytes_table(args):
     config = base_config(batch=BATCH * 8)
     config.train.num_steps = 100
     config.train.step_form, config.train.local_steps = form, h
-    run = train.build(config)
-    step = (local_sgd.make_local_sgd_train_step(run) if form == "local_sgd"
-            else train.make_train_step(run))
+    run = supervised.build(config)
+    step = (data_parallel.make_local_sgd_train_step(run) if form == "local_sgd"
+            else step_lib.make_train_step(run))
     batch = next(iter(data.train_dataset(config.data, seed=0, process_index=0,
                                          process_count=1)))
     hlo = step.lower(run.init_fn(0), sharding.global_batch(
@@ -172,7 +173,7 @@ def local_table(args):
     workdir = os.path.join(parent, f"h{h}_{outer}")
     try:
       summary = train.train_and_evaluate(config, workdir)
-    except train.NonFiniteError as e:
+    except loop.NonFiniteError as e:
       print(f"| {h} | {outer} ({outer_lr}) | diverged: {str(e)[:34]} |"
             " | | |", flush=True)
       continue

@@ -9,7 +9,7 @@ For each experiment, in one process and interleaved (full, bare, bare, full,
   log interval after the first (which compiles), evaluation and the blocking
   part of checkpoint saves left out; "wall" is (steps - 1) / (wall_s -
   startup_s), everything after the first step included.
-- bare: the same jitted step (`train.make_train_step`) in a Python loop over
+- bare: the same jitted step (`step_lib.make_train_step`) in a Python loop over
   batches of the same pipeline, put on the devices before the clock starts;
   one block at the end.
 
@@ -32,7 +32,8 @@ from absl import logging
 import jax
 import tensorflow_datasets as tfds
 
-from deeplearn import config as config_lib, data, train
+from deeplearn import config as config_lib, data, step as step_lib, train
+from deeplearn.schemes import supervised
 from deeplearn.parallel import sharding
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,8 +62,8 @@ def full_loop(config, workdir):
 
 def bare_loop(config):
   """Steps/s of the jitted step over preloaded device batches."""
-  run = train.build(config)
-  step = train.make_train_step(run)
+  run = supervised.build(config)
+  step = step_lib.make_train_step(run)
   it = iter(data.train_dataset(config.data, seed=config.train.seed,
                                process_index=0, process_count=1))
   batches = [sharding.global_batch(next(it), run.batch_sharding)

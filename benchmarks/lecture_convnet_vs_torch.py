@@ -7,7 +7,7 @@ max-pool 2 -> relu -> fc 200 -> relu -> fc 10, `nn.CrossEntropyLoss`, `model.zer
 preloaded float32 tensor, lr 0.1, torch's default threads (one per core).
 
 deeplearn side, the same model (`experiments/mnist_convnet.py`), float32, batch 100:
-- step: the train step (`train.make_train_step`) in a Python loop over the same
+- step: the train step (`step_lib.make_train_step`) in a Python loop over the same
   batches preloaded on the device, one block at the end (the lecture loop's
   counterpart: data already in memory);
 - loop: `train.train_and_evaluate` as users run it (grain pipeline, metrics,
@@ -16,7 +16,7 @@ deeplearn side, the same model (`experiments/mnist_convnet.py`), float32, batch 
 
 Both sides train on the same MNIST-shaped data (random images, standardized, and
 labels), alternating for `--repeats` rounds so that load on a shared machine hits
-both alike. The floor is the machine: `inspect.matmul_peak()` over the step's FLOPs
+both alike. The floor is the machine: `hlo.matmul_peak()` over the step's FLOPs
 per example (XLA's cost analysis).
 
   pip install -e '.[bench]'   # torch==2.13.0, CPU
@@ -39,7 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from deeplearn import config as config_lib, data, inspect, train
+from deeplearn import config as config_lib, data, hlo, step as step_lib, train
+from deeplearn.schemes import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 100
@@ -99,7 +100,7 @@ def main():
   logging.set_verbosity(logging.WARNING)
   tmp = tempfile.mkdtemp(prefix="lecture_convnet_")
   # TFDS mnist needs a download: mock data of the same shapes, for the whole run
-  # (train.build reads the dataset's info, the loop side its examples).
+  # (supervised.build reads the dataset's info, the loop side its examples).
   with tfds.testing.mock_data(num_examples=args.examples):
     measure(args, tmp)
   shutil.rmtree(tmp, ignore_errors=True)
@@ -122,8 +123,8 @@ def measure(args, tmp):
   config.train.num_steps = args.examples // BATCH
   config.train.update(log_every=20, eval_every=10 ** 6, checkpoint_every=10 ** 6,
                       progress=False)
-  run = train.build(config)
-  step = train.make_train_step(run)
+  run = supervised.build(config)
+  step = step_lib.make_train_step(run)
   # The pipeline's batch layout (keys, dtypes), filled with the shared arrays.
   layout = next(iter(data.train_dataset(config.data, seed=0, process_index=0,
                                         process_count=1)))
@@ -133,10 +134,10 @@ def measure(args, tmp):
              for i in range(0, args.examples, BATCH)]
   state = run.init_fn(config.train.seed)
   state, _, _ = step(state, batches[0])  # compiles
-  flops = inspect.step_flops(step.lower(state, batches[0]).compile()) / BATCH
+  flops = hlo.step_flops(step.lower(state, batches[0]).compile()) / BATCH
   torch_epoch(model, train_input[:1000], train_target[:1000])  # warm-up
 
-  peak = inspect.matmul_peak()
+  peak = hlo.matmul_peak()
   print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), jax "
         f"{jax.__version__}; matmul peak {peak / 1e9:.0f} GFLOP/s; step "
         f"{flops / 1e6:.2f} MFLOP per example: floor {peak / flops:,.0f} examples/s",

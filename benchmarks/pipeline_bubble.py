@@ -25,7 +25,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from deeplearn import config as config_lib, train
+from deeplearn import config as config_lib, step as step_lib
+from deeplearn.schemes import supervised
 from deeplearn.parallel import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,12 +40,12 @@ def measure(schedule, m, per_micro, data_dir, steps=5):
   config.mesh = ml_collections.ConfigDict({"stage": STAGES})
   config.train.update(pipeline_schedule=schedule, microbatches=m)
   config.data.batch_size = m * per_micro  # fixed micro-batch size
-  run = train.build(config, devices=jax.devices()[:STAGES])
+  run = supervised.build(config, devices=jax.devices()[:STAGES])
   step = pipeline.make_pipeline_train_step(run)
   tokens = jax.ShapeDtypeStruct((config.data.batch_size, config.data.seq_len),
                                 np.int32, sharding=run.batch_sharding)
   t0 = time.perf_counter()
-  compiled = step.lower(train.abstract_state(run),
+  compiled = step.lower(step_lib.abstract_state(run),
                         {"inputs": tokens, "targets": tokens}).compile()
   compile_s = time.perf_counter() - t0
   rng = np.random.default_rng(0)

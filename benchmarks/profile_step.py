@@ -30,7 +30,8 @@ import jax  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from xprof.convert import raw_to_tool_data  # noqa: E402
 
-from deeplearn import config as config_lib, data, train  # noqa: E402
+from deeplearn import config as config_lib, data, step as step_lib  # noqa: E402
+from deeplearn.schemes import supervised
 
 # Host-side bookkeeping events, not ops.
 NOT_OPS = ("ThreadpoolListener", "ThunkExecutor", "$", "SlinkyThreadPool", "PjitFunction",
@@ -63,10 +64,10 @@ def main():
   mock = (tfds.testing.mock_data(num_examples=2000) if config.data.dataset == "mnist"
           else contextlib.nullcontext())
   with mock:
-    run = train.build(config)
+    run = supervised.build(config)
     batch = next(iter(data.train_dataset(config.data, seed=0, process_index=0,
                                          process_count=1)))
-  step = train.make_train_step(run)
+  step = step_lib.make_train_step(run)
   state = run.init_fn(config.train.seed)
   for _ in range(3):  # compile, warm up
     state, _, _ = step(state, batch)

@@ -3,7 +3,7 @@
 For each experiment, the ordinary train loop (`train.train_and_evaluate`, no
 evaluation or checkpoint inside the run) reports `flop_s` in its summary: XLA's
 cost analysis of the compiled step (loop bodies counted per iteration) times the
-timed steps, over their time. The peak is `inspect.matmul_peak()`: a 2048 x 2048
+timed steps, over their time. The peak is `hlo.matmul_peak()`: a 2048 x 2048
 float32 matmul through XLA, best of 20, measured before and after the runs. The
 utilisation is flop_s / peak. `deeplearn.inspect` splits each step's FLOPs into
 dots and convolutions ("matmul") and the rest (elementwise, reductions), and
@@ -27,7 +27,7 @@ from absl import logging
 import jax
 import tensorflow_datasets as tfds
 
-from deeplearn import config as config_lib, inspect, train
+from deeplearn import config as config_lib, hlo, inspect, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # experiment -> steps per run
@@ -73,7 +73,7 @@ def main():
   logging.set_verbosity(logging.WARNING)
   tmp = tempfile.mkdtemp(prefix="utilisation_")
   data_dir = args.data_dir or os.path.join(tmp, "tfds")
-  peaks = [inspect.matmul_peak()]
+  peaks = [hlo.matmul_peak()]
   print(f"matmul peak (2048^2 float32, best of 20): {peaks[0] / 1e9:.0f} GFLOP/s; "
         f"{jax.devices()[0].device_kind}, load {os.getloadavg()[0]:.1f}", flush=True)
   runs = [(n, None) for n in STEPS if not args.only or n in args.only.split(",")]
@@ -94,7 +94,7 @@ def main():
           f"{100 * r['util']:.1f}% of peak; matmul share of FLOPs "
           f"{100 * r['matmul_share']:.1f}%, {r['intensity']:.1f} FLOP/byte; "
           f"load {os.getloadavg()[0]:.1f}", flush=True)
-  peaks.append(inspect.matmul_peak())
+  peaks.append(hlo.matmul_peak())
   print(f"matmul peak after: {peaks[1] / 1e9:.0f} GFLOP/s")
   print("\n| experiment | batch | steps | steps/s | GFLOP/step | GFLOP/s | % of peak |"
         " matmul share of FLOPs | FLOP/byte |")

@@ -50,10 +50,10 @@ EXPERT_PARALLEL_RULES = (("expert", "expert"),
 def default_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = ""  # "" = the dataset's own task (classification / language_model)
-  # Which training loop runs the config: "supervised" (deeplearn.train's:
-  # model + task + optimizer) or one of deeplearn.train.TRAINERS, loops built
-  # for one job (word2vec's sparse updates), started by the same command.
-  c.trainer = "supervised"
+  # How the run learns (deeplearn/schemes/): "supervised" (model + task +
+  # optimizer on dataset batches), "word2vec" (sparse SGD on a corpus), or
+  # "module:Class" of your own; every scheme runs in the one loop.
+  c.scheme = "supervised"
   c.loss = ml_collections.ConfigDict()
   # Training targets (1 - s) one-hot + s / classes (Szegedy et al. 2016);
   # evaluation keeps the plain cross-entropy.
@@ -195,24 +195,34 @@ def num_train_steps(config, num_train_examples: int) -> int:
   raise ValueError("Set config.train.num_steps or config.train.num_epochs.")
 
 
+def validate_loop(config) -> None:
+  """The loop's own settings, for every scheme; raises naming the key."""
+  for key in ("log_every", "eval_every", "checkpoint_every"):
+    if config.train[key] <= 0:
+      raise ValueError(f"config.train.{key}={config.train[key]} must be > 0.")
+  if config.train.nonfinite not in ("stop", "skip"):
+    raise ValueError(f"config.train.nonfinite={config.train.nonfinite!r}: use"
+                     " 'stop' or 'skip'.")
+
+
 def validate(config, *, num_batch_shards: int, process_count: int) -> None:
-  """Checks that need the mesh; raises naming the key and the fix."""
+  """A supervised run's checks that need the mesh (and the loop's,
+  `validate_loop`); raises naming the key and the fix. The step forms'
+  and asynchronous / local SGD's are beside them (deeplearn.parallel)."""
+  validate_loop(config)
   for key in ("batch_size", "eval_batch_size"):
     size = config.data[key]
     if size <= 0 or size % num_batch_shards:
       raise ValueError(
           f"config.data.{key}={size} must be a positive multiple of the"
           f" {num_batch_shards} batch shards of the mesh (each device takes"
-          f" an equal part): use {_multiples_near(size, num_batch_shards)},"
+          f" an equal part): use {multiples_near(size, num_batch_shards)},"
           " or split the batch over fewer devices (config.mesh,"
           " config.sharding.rules).")
     if size % process_count:
       raise ValueError(
           f"config.data.{key}={size} must divide over {process_count}"
-          f" processes: use {_multiples_near(size, process_count)}.")
-  for key in ("log_every", "eval_every", "checkpoint_every"):
-    if config.train[key] <= 0:
-      raise ValueError(f"config.train.{key}={config.train[key]} must be > 0.")
+          f" processes: use {multiples_near(size, process_count)}.")
   k = config.train.grad_accum_steps
   if k < 1 or config.data.batch_size % (k * num_batch_shards):
     raise ValueError(
@@ -220,24 +230,12 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         f" (config.data.batch_size={config.data.batch_size}) must divide into"
         f" {k} micro-batches, each a multiple of the {num_batch_shards} batch"
         " shards.")
-  if config.train.step_form not in ("jit", "shard_map", "local_sgd",
-                                    "pipeline"):
-    raise ValueError(
-        f"config.train.step_form={config.train.step_form!r}: use 'jit',"
-        " 'shard_map', 'local_sgd' or 'pipeline' (the pmap form is deeplearn.parallel"
-        ".data_parallel.make_pmap_train_step, for study outside the loop).")
-  _validate_async(config, num_batch_shards)
-  if config.train.step_form == "pipeline":
-    _validate_pipeline(config, num_batch_shards)
   if config.model.get("bn_axis_name") is not None:
     raise ValueError(
         f"config.model.bn_axis_name={config.model.bn_axis_name!r}: leave it"
         " unset. Under the jit step the batch statistics are already over the"
         " whole (sharded) batch, and a named axis does not exist there; the"
         " shard_map step (config.train.step_form='shard_map') sets it itself.")
-  if config.train.nonfinite not in ("stop", "skip"):
-    raise ValueError(f"config.train.nonfinite={config.train.nonfinite!r}: use"
-                     " 'stop' or 'skip'.")
   averaging = ("none", "ema", "polyak")
   if config.optimizer.averaging not in averaging:
     raise ValueError(
@@ -247,86 +245,7 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         f" {list(averaging)}.")
 
 
-def _validate_async(config, num_batch_shards: int) -> None:
-  """Checks of asynchronous SGD (staleness, replicas) and local SGD."""
-  opt, train = config.optimizer, config.train
-  dists = ("fixed", "spread", "uniform", "geometric")
-  if opt.staleness_dist not in dists:
-    raise ValueError(
-        f"config.optimizer.staleness_dist={opt.staleness_dist!r}; "
-        f"{did_you_mean(opt.staleness_dist, dists)}use one of {list(dists)}.")
-  if opt.staleness < 0 or opt.replicas < 1:
-    raise ValueError(
-        f"config.optimizer.staleness={opt.staleness} must be >= 0 and"
-        f" config.optimizer.replicas={opt.replicas} >= 1.")
-  if opt.replicas > 1:
-    per = config.data.batch_size / opt.replicas
-    if per % 1 or per % train.grad_accum_steps:
-      raise ValueError(
-          f"config.optimizer.replicas={opt.replicas}: the batch"
-          f" (config.data.batch_size={config.data.batch_size}) must cut into"
-          f" {opt.replicas} equal parts, each of"
-          f" grad_accum_steps={train.grad_accum_steps} micro-batches.")
-    if train.step_form != "jit":
-      raise ValueError(
-          f"config.optimizer.replicas={opt.replicas} runs its replicas in the"
-          f" jit step; set config.train.step_form='jit', not"
-          f" {train.step_form!r}.")
-  if train.step_form == "local_sgd":
-    if opt.staleness or opt.replicas > 1:
-      raise ValueError(
-          "config.train.step_form='local_sgd' takes synchronous inner steps:"
-          " set config.optimizer.staleness=0 and replicas=1.")
-    if num_batch_shards < 2:
-      raise ValueError(
-          "config.train.step_form='local_sgd' runs one replica per batch"
-          " shard, but the mesh has 1: split the batch over 2 or more devices.")
-  if train.local_steps < 1:
-    raise ValueError(
-        f"config.train.local_steps={train.local_steps} must be >= 1.")
-  if train.outer_optimizer not in ("average", "nesterov"):
-    raise ValueError(
-        f"config.train.outer_optimizer={train.outer_optimizer!r}: use"
-        " 'average' (local SGD) or 'nesterov' (DiLoCo).")
-
-
-def _validate_pipeline(config, num_batch_shards: int) -> None:
-  """Checks of the pipeline step form that need no mesh (the stage count
-  against the layers: parallel/pipeline.check)."""
-  train, model = config.train, config.model
-  schedules = ("gpipe", "1f1b")
-  if train.pipeline_schedule not in schedules:
-    raise ValueError(
-        f"config.train.pipeline_schedule={train.pipeline_schedule!r}; "
-        f"{did_you_mean(train.pipeline_schedule, schedules)}use one of"
-        f" {list(schedules)}.")
-  m = train.microbatches
-  if m < 1 or config.data.batch_size % (m * num_batch_shards):
-    raise ValueError(
-        f"config.train.microbatches={m}: the global batch"
-        f" (config.data.batch_size={config.data.batch_size}) must divide into"
-        f" {m} micro-batches on each of the {num_batch_shards} batch shards;"
-        " use a batch_size of"
-        f" {_multiples_near(config.data.batch_size, max(m, 1) * num_batch_shards)}.")
-  if model.name != "transformer" or not model.get("scan_layers"):
-    raise ValueError(
-        "config.train.step_form='pipeline' cuts a stack of equal layers into"
-        " stages: use config.model.name='transformer' with"
-        f" config.model.scan_layers=True (got name={model.name!r},"
-        f" scan_layers={model.get('scan_layers')}).")
-  stages = config.mesh.get("stage", 1)
-  if stages > 0 and model.num_layers % stages:
-    raise ValueError(
-        f"config.model.num_layers={model.num_layers} must divide into the"
-        f" config.mesh.stage={stages} pipeline stages.")
-  if train.grad_accum_steps != 1 or config.optimizer.replicas != 1:
-    raise ValueError(
-        "config.train.step_form='pipeline' already cuts the batch into"
-        " config.train.microbatches: set config.train.grad_accum_steps=1 and"
-        " config.optimizer.replicas=1.")
-
-
-def _multiples_near(size: int, factor: int) -> str:
+def multiples_near(size: int, factor: int) -> str:
   below = size // factor * factor
   return " or ".join(str(s) for s in (below, below + factor) if s > 0)
 
@@ -366,7 +285,7 @@ RESUME_SAFE = (
     "train.num_steps", "train.num_epochs", "train.log_every",
     "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
     "train.progress", "train.nonfinite", "train.max_nonfinite_skips",
-    "train.compilation_cache_dir",
+    "train.compilation_cache_dir", "train.stop_after_epochs",
     "data.data_dir", "data.manual_dir", "data.num_workers", "data.eval_batch_size",
     "data.eval_split", "data.prepare", "eval", "mesh", "sharding",
     # Progressive resizing (e.g. imagenet_resnet50's low_res phase, then full

@@ -11,7 +11,8 @@ import os
 from absl import app, flags
 import jax
 
-from deeplearn import checkpoint, config as config_lib, data, train
+from deeplearn import checkpoint, config as config_lib, data, step as step_lib, train
+from deeplearn.schemes import supervised
 
 
 def evaluate_checkpoint(workdir: str, step: int | None = None,
@@ -24,17 +25,17 @@ def evaluate_checkpoint(workdir: str, step: int | None = None,
     config = config_lib.from_json(f.read())
   if split:
     config.data.eval_split = split
-  run = train.build(config, devices)
+  run = supervised.build(config, devices)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
-  abstract = train.abstract_state(run)
+  abstract = step_lib.abstract_state(run)
   state = ckpt.restore(step, abstract)
   ckpt.close()
   dataset = data.eval_dataset(config.data, process_index=jax.process_index(),
                               process_count=jax.process_count())
-  metrics = train.evaluate(run, train.make_eval_step(run), state, dataset)
+  metrics = step_lib.evaluate(run, step_lib.make_eval_step(run), state, dataset)
   return {"step": step, "split": config.data.eval_split, **metrics}
 
 

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from deeplearn.config import did_you_mean
+from deeplearn.parallel import async_sgd, local_sgd
 
 OPTIMIZERS = ("sgd", "adagrad", "adam", "adamw", "lars", "lamb")
 # Optimizers whose own update applies config.optimizer.weight_decay.
@@ -113,6 +114,19 @@ def make_optimizer(opt_cfg, schedule: optax.Schedule):
   if opt_cfg.l2:
     chain.append(optax.add_decayed_weights(opt_cfg.l2, mask=mask))
   return optax.chain(*chain, core)
+
+
+def from_config(config, schedule: optax.Schedule, rules=(), mesh=None):
+  """The whole optimizer chain of a run, the one place it is built:
+  config.optimizer's optimizer (`make_optimizer`), its gradients delayed
+  when config.optimizer asks for asynchronous SGD (staleness, replicas), and
+  under `train.step_form = "local_sgd"` run per replica as local SGD's inner
+  optimizer (its replicas over the mesh's batch axes, `rules` and `mesh`)."""
+  tx = make_optimizer(config.optimizer, schedule)
+  tx = async_sgd.from_config(tx, config.optimizer, config.train.seed)
+  if config.train.step_form == "local_sgd":
+    tx = local_sgd.from_config(tx, config.train, rules, mesh)
+  return tx
 
 
 def linear_scaling(base_learning_rate: float, batch_size: int,

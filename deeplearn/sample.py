@@ -18,7 +18,8 @@ from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from deeplearn import checkpoint, config as config_lib, train
+from deeplearn import checkpoint, config as config_lib, step as step_lib, train
+from deeplearn.schemes import supervised
 from deeplearn.models.rnn import RNNLM
 
 
@@ -69,12 +70,12 @@ def restore(workdir: str, step: int | None = None):
   """-> (model, variables, vocab, config) of the run in `workdir`."""
   with open(os.path.join(workdir, "config.json")) as f:
     config = config_lib.from_json(f.read())
-  run = train.build(config)
+  run = supervised.build(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {ckpt.directory}.")
-  state = ckpt.restore(step, train.abstract_state(run))
+  state = ckpt.restore(step, step_lib.abstract_state(run))
   ckpt.close()
   params = state.params if state.avg_params is None else state.avg_params
   if not run.info.vocab:

@@ -20,7 +20,7 @@ from deeplearn.config import default_config
 
 def get_config(arg=None):
   config = default_config()
-  config.trainer = "word2vec"
+  config.scheme = "word2vec"
   config.model = ml_collections.ConfigDict({
       "name": "word2vec", "architecture": "sg", "loss": "ns", "dim": 100,
       "window": 5, "negatives": 5, "sample": 1e-3, "min_count": 5,
@@ -30,12 +30,12 @@ def get_config(arg=None):
   config.data.batch_size = 64  # center words per sparse SGD step
 
   config.optimizer.name = "sgd"
-  # word2vec's alpha; the trainer decays it linearly to model.min_alpha over
+  # word2vec's alpha; the scheme decays it linearly to model.min_alpha over
   # all training words (gensim), config.schedule is not used.
   config.optimizer.learning_rate = 0.025
 
-  config.train.num_epochs = 5
-  config.train.steps_per_call = 1024  # steps per jitted call (one progress line)
+  config.train.num_epochs = 5  # one step of the loop each
+  config.train.log_every = config.train.checkpoint_every = 1
   config.train.stop_after_epochs = 0  # > 0: stop early (a test's interruption)
 
   if arg == "tiny":

@@ -15,8 +15,10 @@ import numpy as np
 import optax
 import pytest
 
-from deeplearn import checkpoint, config as config_lib, inspect, train
-from deeplearn.parallel import async_sgd, local_sgd, sharding
+from deeplearn import checkpoint, config as config_lib, step as step_lib, train
+from deeplearn.hlo import parse_collectives
+from deeplearn.schemes import supervised
+from deeplearn.parallel import async_sgd, data_parallel, local_sgd, sharding
 from parallel_helpers import global_batches, initial_state, run_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,9 +155,9 @@ def tiny_config(data_dir, **overrides):
 def sync(tfds_data_dir):
   """Synchronous SGD on 8 devices: the run local SGD with H = 1 must equal."""
   config = tiny_config(tfds_data_dir)
-  run = train.build(config)
+  run = supervised.build(config)
   init, batches = initial_state(run), global_batches(config)
-  return init, batches, run_steps(run, train.make_train_step(run), init,
+  return init, batches, run_steps(run, step_lib.make_train_step(run), init,
                                   batches)
 
 
@@ -163,8 +165,8 @@ def test_async_replicas_in_the_train_step(sync, tfds_data_dir):
   """4 replicas with no delay are synchronous SGD; with delays, the same
   seed gives the same run bit for bit."""
   init, batches, (metrics, _, state) = sync
-  run = train.build(tiny_config(tfds_data_dir, optimizer__replicas=4))
-  fresh = run_steps(run, train.make_train_step(run), initial_state(run),
+  run = supervised.build(tiny_config(tfds_data_dir, optimizer__replicas=4))
+  fresh = run_steps(run, step_lib.make_train_step(run), initial_state(run),
                     batches)
   np.testing.assert_allclose([m["loss"] for m in fresh[0]],
                              [m["loss"] for m in metrics], rtol=1e-5)
@@ -172,10 +174,10 @@ def test_async_replicas_in_the_train_step(sync, tfds_data_dir):
                   jax.tree.leaves(state.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
-  run = train.build(tiny_config(
+  run = supervised.build(tiny_config(
       tfds_data_dir, optimizer__replicas=4, optimizer__staleness=2,
       optimizer__staleness_dist="uniform"))
-  step = train.make_train_step(run)
+  step = step_lib.make_train_step(run)
   init = initial_state(run)
   one, two = (run_steps(run, step, init, batches)[2] for _ in range(2))
   for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two)):
@@ -185,10 +187,10 @@ def test_async_replicas_in_the_train_step(sync, tfds_data_dir):
 
 
 def local_run(data_dir, h, outer="average"):
-  run = train.build(tiny_config(data_dir, train__step_form="local_sgd",
+  run = supervised.build(tiny_config(data_dir, train__step_form="local_sgd",
                                 train__local_steps=h,
                                 train__outer_optimizer=outer))
-  return run, local_sgd.make_local_sgd_train_step(run)
+  return run, data_parallel.make_local_sgd_train_step(run)
 
 
 def test_local_sgd_with_one_local_step_is_synchronous_sgd(sync,
@@ -252,7 +254,7 @@ def test_local_sgd_all_reduces_parameters_only_when_it_syncs(tfds_data_dir):
   assert got["per_step"] == param_bytes / h
   # deeplearn.inspect alone counts the branch's all-reduce every step.
   assert sum((c.bytes - c.scalar_bytes) * c.count
-             for c in inspect.parse_collectives(hlo)[0]) == param_bytes
+             for c in parse_collectives(hlo)[0]) == param_bytes
 
 
 def test_local_sgd_trains_and_checkpoints_its_replicas(tfds_data_dir,
@@ -266,9 +268,9 @@ def test_local_sgd_trains_and_checkpoints_its_replicas(tfds_data_dir,
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary["final"]["step"] == 10
   assert np.isfinite(summary["final"]["loss"])
-  run = train.build(config)
+  run = supervised.build(config)
   ckpt = checkpoint.Checkpointer(str(tmp_path))
-  state, step = ckpt.restore_latest(train.abstract_state(run))
+  state, step = ckpt.restore_latest(step_lib.abstract_state(run))
   ckpt.close()
   assert step == 10
   replicas = state.opt_state.params["Dense_0"]["kernel"]
@@ -290,4 +292,4 @@ def test_local_sgd_trains_and_checkpoints_its_replicas(tfds_data_dir,
 ])
 def test_config_errors_name_the_key(tfds_data_dir, overrides, match):
   with pytest.raises(ValueError, match=match):
-    train.build(tiny_config(tfds_data_dir, **overrides))
+    supervised.build(tiny_config(tfds_data_dir, **overrides))

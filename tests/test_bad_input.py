@@ -12,7 +12,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from deeplearn import config as config_lib, train
+from deeplearn import config as config_lib, data
+from deeplearn.schemes import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,10 +88,10 @@ def test_a_misspelled_name_fails_before_compiling_and_suggests_the_right_one(
   config = tiny_config(tfds_data_dir)
   override(config)
   with no_compilation(), pytest.raises(ValueError) as error:
-    run = train.build(config)
+    run = supervised.build(config)
     # Some names (preprocessing ops, splits) are read with the data.
-    train.data.train_dataset(config.data, seed=0, process_index=0,
-                             process_count=1)
+    data.train_dataset(config.data, seed=0, process_index=0,
+                       process_count=1)
     del run
   message = str(error.value)
   assert key in message
@@ -101,7 +102,7 @@ def test_a_name_with_no_close_match_lists_the_choices_only(tfds_data_dir):
   config = tiny_config(tfds_data_dir)
   _set("optimizer.name", "lbfgs")(config)
   with pytest.raises(ValueError) as error:
-    train.build(config)
+    supervised.build(config)
   message = str(error.value)
   assert "did you mean" not in message
   assert "['sgd', 'adagrad', 'adam', 'adamw', 'lars', 'lamb']" in message
@@ -113,7 +114,7 @@ def test_mesh_sizes_must_use_every_device(tfds_data_dir):
   with config.unlocked():
     config.mesh.model = 2
   with no_compilation(), pytest.raises(ValueError) as error:
-    train.build(config)
+    supervised.build(config)
   message = str(error.value)
   assert "config.mesh {'data': 3, 'model': 2} uses 6 devices but 8" in message
   assert "multiply to 8, or set one axis to -1" in message
@@ -124,12 +125,12 @@ def test_global_batch_must_divide_over_the_data_parallel_devices(
   config = tiny_config(tfds_data_dir)
   config.data.batch_size = 100
   with no_compilation(), pytest.raises(ValueError) as error:
-    train.build(config)
+    supervised.build(config)
   message = str(error.value)
   assert "config.data.batch_size=100" in message
   assert "8 batch shards" in message and "use 96 or 104" in message
   config.data.batch_size = 100
-  train.build(config, devices=jax.devices()[:4])  # 100 = 4 x 25
+  supervised.build(config, devices=jax.devices()[:4])  # 100 = 4 x 25
 
 
 def test_a_batch_norm_axis_name_in_the_config_is_refused(tfds_data_dir):
@@ -141,7 +142,7 @@ def test_a_batch_norm_axis_name_in_the_config_is_refused(tfds_data_dir):
         {"name": "mlp", "num_classes": 10, "hidden_sizes": (16,),
          "batch_norm": True, "bn_axis_name": "data"})
   with no_compilation(), pytest.raises(ValueError) as error:
-    train.build(config)
+    supervised.build(config)
   message = str(error.value)
   assert "config.model.bn_axis_name='data': leave it unset" in message
   assert "step_form='shard_map'" in message
@@ -332,8 +333,8 @@ def test_a_resume_may_change_the_number_of_data_workers(tfds_data_dir, before,
 
   def batches(num_workers):
     config.data.num_workers = num_workers
-    return iter(train.data.train_dataset(config.data, seed=0, process_index=0,
-                                         process_count=1))
+    return iter(data.train_dataset(config.data, seed=0, process_index=0,
+                                   process_count=1))
 
   reference = batches(0)
   expected = [next(reference) for _ in range(7)]

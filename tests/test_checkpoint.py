@@ -21,7 +21,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from deeplearn import checkpoint, data, train
+from deeplearn import checkpoint, data, step as step_lib, train
+from deeplearn.schemes import supervised
 from test_train import tiny_config
 
 
@@ -123,8 +124,8 @@ def run_copy(pristine, tmp_path):
 
 
 def abstract_state(config):
-  run = train.build(config)
-  return train.abstract_state(run)
+  run = supervised.build(config)
+  return step_lib.abstract_state(run)
 
 
 def train_iterator(config):

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from deeplearn import config as config_lib, models, train
+from deeplearn import config as config_lib, models, step as step_lib
+from deeplearn.schemes import supervised
 from deeplearn.models.convnet import DIGITS
 from deeplearn.parallel import data_parallel, sharding
 from parallel_helpers import (assert_same_run, global_batches, initial_state,
@@ -37,10 +38,10 @@ def cnn(tfds_data_dir):
   """The MNIST-1D CNN's 8-device run, its start, batches, and the 1-device
   jit run from there: the reference every other form must reproduce."""
   config = tiny_config(tfds_data_dir)
-  one = train.build(config, devices=jax.devices()[:1])
-  eight = train.build(config)
+  one = supervised.build(config, devices=jax.devices()[:1])
+  eight = supervised.build(config)
   init, batches = initial_state(eight), global_batches(config)
-  reference = run_steps(one, train.make_train_step(one), init, batches)
+  reference = run_steps(one, step_lib.make_train_step(one), init, batches)
   return eight, init, batches, reference
 
 
@@ -49,7 +50,7 @@ def test_jit_shard_map_and_pmap_on_8_devices_equal_one_device(cnn):
   assert eight.mesh.size == 8
   losses = [m["loss"] for m in reference[0]]
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]  # it learns
-  assert_same_run(run_steps(eight, train.make_train_step(eight), init,
+  assert_same_run(run_steps(eight, step_lib.make_train_step(eight), init,
                             batches), reference)
   assert_same_run(run_steps(eight, data_parallel.make_shard_map_train_step(
       eight), init, batches), reference)
@@ -64,7 +65,7 @@ def test_shard_map_over_data_leaves_the_model_axis_to_jit(cnn, tfds_data_dir):
   config = tiny_config(tfds_data_dir)
   config.mesh = ml_collections.ConfigDict({"data": 4, "model": 2})
   config.sharding.rules = (("batch", ("data", "fsdp")), ("vocab", "model"))
-  run = train.build(config)
+  run = supervised.build(config)
   assert "model" in str(run.state_shardings.params["Dense_0"]["kernel"].spec)
   assert_same_run(run_steps(run, data_parallel.make_shard_map_train_step(run),
                             init, batches), reference)
@@ -82,10 +83,10 @@ def test_shard_map_step_compiles_to_an_all_reduce(cnn):
 def test_synced_batch_norm_equals_one_device_per_device_does_not(
     tfds_data_dir):
   config = tiny_config(tfds_data_dir, BN_MLP)
-  one, eight = train.build(config, devices=jax.devices()[:1]), train.build(config)
+  one, eight = supervised.build(config, devices=jax.devices()[:1]), supervised.build(config)
   init, batches = initial_state(eight), global_batches(config)
   assert init.model_state["batch_stats"]  # the model has batch norm
-  reference = run_steps(one, train.make_train_step(one), init, batches)
+  reference = run_steps(one, step_lib.make_train_step(one), init, batches)
   assert_same_run(run_steps(eight, data_parallel.make_shard_map_train_step(
       eight), init, batches), reference)
   assert_same_run(run_steps(eight, data_parallel.make_pmap_train_step(eight),
@@ -127,11 +128,11 @@ def test_explicit_steps_keep_averaging_skip_policy_and_accumulation(
   config.optimizer.averaging = "ema"
   config.train.nonfinite = "skip"
   config.train.grad_accum_steps = 2
-  eight = train.build(config)
+  eight = supervised.build(config)
   init, batches = initial_state(eight), global_batches(config)
   batches[2] = dict(batches[2], inputs=np.full_like(batches[2]["inputs"],
                                                     np.nan))
-  reference = run_steps(eight, train.make_train_step(eight), init, batches)
+  reference = run_steps(eight, step_lib.make_train_step(eight), init, batches)
   assert [h["finite"] for h in reference[1]] == [True, True, False, True, True]
   assert reference[1][2]["streak"] == 1
   assert_same_run(run_steps(eight, data_parallel.make_shard_map_train_step(
@@ -142,4 +143,4 @@ def test_pmap_step_refuses_a_mesh_that_is_not_pure_data(tfds_data_dir):
   config = tiny_config(tfds_data_dir)
   config.mesh = ml_collections.ConfigDict({"data": 4, "model": 2})
   with pytest.raises(ValueError, match="pure data-parallel mesh"):
-    data_parallel.make_pmap_train_step(train.build(config))
+    data_parallel.make_pmap_train_step(supervised.build(config))

@@ -15,7 +15,8 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from deeplearn import config as config_lib, models, train
+from deeplearn import config as config_lib, models, step as step_lib
+from deeplearn.schemes import supervised
 from deeplearn.config import (DATA_PARALLEL_RULES, FSDP_MODEL_PARALLEL_RULES,
                               FSDP_RULES, MODEL_PARALLEL_RULES)
 from deeplearn.models.convnet import DIGITS
@@ -73,9 +74,9 @@ def make_config(family, data_dir, strategy=None):
 def family(request, tfds_data_dir):
   """A family, its start, 5 global batches, and the 1-device run from there."""
   config = make_config(request.param, tfds_data_dir)
-  one = train.build(config, devices=jax.devices()[:1])
+  one = supervised.build(config, devices=jax.devices()[:1])
   init, batches = initial_state(one), global_batches(config)
-  reference = run_steps(one, train.make_train_step(one), init, batches)
+  reference = run_steps(one, step_lib.make_train_step(one), init, batches)
   return request.param, init, batches, reference
 
 
@@ -92,12 +93,12 @@ def recording(step, shardings):
 def test_strategy_equals_one_device_and_shards_the_state_as_the_rules_say(
     family, strategy, tfds_data_dir):
   name, init, batches, reference = family
-  run = train.build(make_config(name, tfds_data_dir, strategy))
+  run = supervised.build(make_config(name, tfds_data_dir, strategy))
   mesh, _, wide, narrow = STRATEGIES[strategy]
   assert run.mesh.size == 8 and all(run.mesh.shape[a] == s
                                     for a, s in mesh.items())
   shardings = []
-  got = run_steps(run, recording(train.make_train_step(run), shardings), init,
+  got = run_steps(run, recording(step_lib.make_train_step(run), shardings), init,
                   batches)
   assert_same_run(got, reference)
 
@@ -123,7 +124,7 @@ def test_explicit_towers_run_the_constrained_convnet_equal_to_one_device(
   context, so its activation constraints are no-ops; over data=4 each tower
   is a 2-device channel-parallel group that jit partitions."""
   name, init, batches, reference = family
-  run = train.build(make_config(name, tfds_data_dir, strategy))
+  run = supervised.build(make_config(name, tfds_data_dir, strategy))
   assert_same_run(run_steps(run, data_parallel.make_shard_map_train_step(run),
                             init, batches), reference)
   if strategy == "data":
@@ -156,7 +157,7 @@ def test_distbelief_experiment_splits_every_kernel_over_model(tfds_data_dir):
   config = config_lib.from_file(
       os.path.join(ROOT, "experiments", "digits_convnet_distbelief.py"))
   config.data.data_dir = tfds_data_dir
-  run = train.build(config)
+  run = supervised.build(config)
   assert (run.mesh.shape["data"], run.mesh.shape["model"]) == (4, 2)
   kernels = {layer: params["kernel"].spec
              for layer, params in run.state_shardings.params.items()}

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from deeplearn import config as config_lib, inspect as inspect_lib, models, train
+from deeplearn import (config as config_lib, inspect as inspect_lib, models,
+                       step as step_lib)
+from deeplearn.hlo import parse_collectives
+from deeplearn.schemes import supervised
 from deeplearn.parallel import mesh as mesh_lib, sharding
 from deeplearn.models.moe import (MoE, capacity, expert_parallel,
                                   load_balancing_loss, route)
@@ -157,7 +160,7 @@ def test_transformer_moe_blocks_and_the_task_adds_the_weighted_aux_loss(
     tfds_data_dir):
   config = config_lib.from_file(MOE + ":tiny")
   config.data.data_dir = tfds_data_dir
-  run = train.build(config, devices=jax.devices()[:1])
+  run = supervised.build(config, devices=jax.devices()[:1])
   state = initial_state(run)
   params = state.params
   assert "moe" in params["block_1"] and "mlp" in params["block_0"]
@@ -208,7 +211,7 @@ def test_shard_map_layer_with_all_to_alls_equals_one_device():
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
   # Dispatch and combine, forward and backward. (Counted in the HLO text:
   # XLA:CPU gives shard_map's all-to-alls one channel id, which
-  # inspect.parse_collectives takes for copies of one collective.)
+  # hlo.parse_collectives takes for copies of one collective.)
   hlo = many.lower(params, x).compile().as_text()
   assert len(re.findall(r"\) all-to-all\(", hlo)) == 4
 
@@ -217,12 +220,12 @@ def loss_and_grads(run, state, batch):
   """The loss, metric sums and gradients of one batch, on the run's mesh
   with its shardings, and the compiled HLO."""
   def grads(state, batch):
-    with nn.logical_axis_rules(run.rules):  # as train.make_train_step
-      loss, sums, _, grads = train.compute_grads(
+    with nn.logical_axis_rules(run.rules):  # as step_lib.make_train_step
+      loss, sums, _, grads = step_lib.compute_grads(
           run, state.params, state.model_state, batch, state.rng)
       return loss, sums, grads
 
-  fn = train.MeshStep(jax.jit(grads, out_shardings=(
+  fn = step_lib.MeshStep(jax.jit(grads, out_shardings=(
       None, None, run.state_shardings.params)), run.mesh)
   args = (jax.device_put(state, run.state_shardings),
           sharding.global_batch(batch, run.batch_sharding))
@@ -234,12 +237,12 @@ def test_expert_parallel_loss_and_gradients_equal_one_device_with_all_to_alls(
     tfds_data_dir):
   config = config_lib.from_file(MOE + ":tiny")
   config.data.data_dir = tfds_data_dir
-  one = train.build(config, devices=jax.devices()[:1])
+  one = supervised.build(config, devices=jax.devices()[:1])
   state, batch = initial_state(one), global_batches(config)[0]
   (loss, sums, grads), _ = loss_and_grads(one, state, batch)
 
   config.mesh.update(data=2, expert=4)
-  run = train.build(config)
+  run = supervised.build(config)
   assert dict(run.mesh.shape) == {"data": 2, "fsdp": 1, "stage": 1,
                                   "expert": 4, "model": 1}
   assert run.state_shardings.params["block_1"]["moe"]["fc"].spec == P(
@@ -261,7 +264,7 @@ def test_expert_parallel_loss_and_gradients_equal_one_device_with_all_to_alls(
   # combine, forward and backward), each of every slot a device's tokens
   # fill, [experts, batch / 8, capacity, embed] float32: what inspect's
   # theory says.
-  collectives, _ = inspect_lib.parse_collectives(hlo)
+  collectives, _ = parse_collectives(hlo)
   all_to_all = [c for c in collectives if c.kind == "all-to-all"]
   slots = 4 * (16 // 8) * capacity(32, 4, 1, 1.25) * 32 * 4
   assert len(all_to_all) == 4

@@ -17,10 +17,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHILD = """
 import json, sys
 import jax, jax.numpy as jnp
-from deeplearn import train
+from deeplearn import loop
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
-train.use_compilation_cache(sys.argv[1])
+loop.use_compilation_cache(sys.argv[1])
 jax.jit(lambda x: jnp.tanh(x) * 3.0 + 1.0)(jnp.ones(7)).block_until_ready()
 print(json.dumps({
     "dir": jax.config.jax_compilation_cache_dir,

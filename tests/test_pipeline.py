@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from deeplearn import config as config_lib, train
+from deeplearn import config as config_lib, step as step_lib
+from deeplearn.schemes import supervised
 from deeplearn.parallel import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,10 +52,10 @@ def reference(tfds_data_dir):
   """The unpipelined step on one device: start state, batch, result."""
   config = make_config(tfds_data_dir, mesh={"data": 1})
   config.train.step_form = "jit"
-  one = train.build(config, devices=jax.devices()[:1])
+  one = supervised.build(config, devices=jax.devices()[:1])
   init = jax.device_get(one.init_fn(config.train.seed))
   batch = batch_of(config)
-  state, metrics, _ = train.make_train_step(one)(
+  state, metrics, _ = step_lib.make_train_step(one)(
       jax.device_put(init, one.state_shardings), batch)
   return init, batch, jax.device_get((state, metrics))
 
@@ -70,9 +71,9 @@ def compiled(tfds_data_dir):
       config = make_config(tfds_data_dir, schedule, shape)
       if "fsdp" in shape:  # parameters stored split over fsdp too
         config.sharding.rules = config_lib.FSDP_RULES + (("layers", "stage"),)
-      run = train.build(config, devices=jax.devices()[:devices])
+      run = supervised.build(config, devices=jax.devices()[:devices])
       step = pipeline.make_pipeline_train_step(run)
-      state = train.abstract_state(run)
+      state = step_lib.abstract_state(run)
       batch = jax.ShapeDtypeStruct(
           (run.config.data.batch_size, run.config.data.seq_len), np.int32,
           sharding=run.batch_sharding)
@@ -180,7 +181,7 @@ def test_bad_pipeline_configs_are_refused_before_compiling(
   config.model.update(model)
   config.train.update(change)
   with pytest.raises(ValueError, match=match):
-    train.build(config)
+    supervised.build(config)
 
 
 @pytest.mark.parametrize("change, match", [
@@ -193,4 +194,4 @@ def test_runs_the_pipeline_cannot_split_are_refused(tfds_data_dir, change,
   if "rules" in change:
     config.sharding.rules = change["rules"]
   with pytest.raises(ValueError, match=match):
-    pipeline.make_pipeline_train_step(train.build(config))
+    pipeline.make_pipeline_train_step(supervised.build(config))

@@ -13,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from deeplearn import checkpoint, config as config_lib, metrics, train
+from deeplearn import (checkpoint, config as config_lib, data, loop, metrics,
+                       step as step_lib, train)
+from deeplearn.schemes import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,9 +55,9 @@ def uninterrupted(dropout_experiment, tmp_path_factory):
 
 
 def final_params(workdir, config):
-  run = train.build(config)
+  run = supervised.build(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = train.abstract_state(run)
+  abstract = step_lib.abstract_state(run)
   state, step = ckpt.restore_latest(abstract)
   ckpt.close()
   return step, jax.device_get(state)
@@ -175,11 +177,11 @@ def nan_config(tfds_data_dir, policy, **train_overrides):
 
 def test_nan_stops_naming_the_step_and_leaf_and_keeps_the_checkpoint(
     tfds_data_dir, tmp_path, monkeypatch):
-  monkeypatch.setattr(train.data, "train_dataset",
-                      PoisonedBatches(train.data.train_dataset, [7]))
+  monkeypatch.setattr(data, "train_dataset",
+                      PoisonedBatches(data.train_dataset, [7]))
   config = nan_config(tfds_data_dir, "stop")
   workdir = str(tmp_path / "nan")
-  with pytest.raises(train.NonFiniteError, match=r"at step 7: first in 'loss'"):
+  with pytest.raises(loop.NonFiniteError, match=r"at step 7: first in 'loss'"):
     train.train_and_evaluate(config, workdir)
   step, state = final_params(workdir, config)
   assert step == 5  # the last good checkpoint; nothing non-finite was saved
@@ -189,17 +191,17 @@ def test_nan_stops_naming_the_step_and_leaf_and_keeps_the_checkpoint(
 
 def test_nan_skip_policy_drops_updates_then_stops_when_they_persist(
     tfds_data_dir, tmp_path, monkeypatch):
-  make = train.data.train_dataset
-  monkeypatch.setattr(train.data, "train_dataset", PoisonedBatches(make, [7, 8]))
+  make = data.train_dataset
+  monkeypatch.setattr(data, "train_dataset", PoisonedBatches(make, [7, 8]))
   config = nan_config(tfds_data_dir, "skip", max_nonfinite_skips=2)
   summary = train.train_and_evaluate(config, str(tmp_path / "skip"))
   assert summary["final"]["step"] == 20 and np.isfinite(summary["final"]["loss"])
   _, state = final_params(str(tmp_path / "skip"), config)
   assert int(state.nonfinite_streak) == 0 and int(state.step) == 20
 
-  monkeypatch.setattr(train.data, "train_dataset",
+  monkeypatch.setattr(data, "train_dataset",
                       PoisonedBatches(make, [7, 8, 9]))
-  with pytest.raises(train.NonFiniteError, match=r"step 9.*3 non-finite"):
+  with pytest.raises(loop.NonFiniteError, match=r"step 9.*3 non-finite"):
     train.train_and_evaluate(config, str(tmp_path / "persist"))
 
 

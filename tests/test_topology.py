@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from deeplearn import checkpoint, config as config_lib, metrics, train
+from deeplearn import checkpoint, config as config_lib, data, metrics, step as step_lib, train
+from deeplearn.schemes import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 20
@@ -37,9 +38,9 @@ def train_losses(workdir):
 
 def final_state(workdir, config, num_devices):
   """The newest checkpoint restored onto a mesh of `num_devices`."""
-  run = train.build(config, devices=jax.devices()[:num_devices])
+  run = supervised.build(config, devices=jax.devices()[:num_devices])
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = train.abstract_state(run)
+  abstract = step_lib.abstract_state(run)
   state = ckpt.restore(ckpt.latest_step(), abstract)
   ckpt.close()
   return state
@@ -100,8 +101,8 @@ def test_the_data_position_is_the_same_on_any_number_of_processes(
   config = tiny_config(tfds_data_dir, STEPS)
 
   def iterators(count):
-    return [iter(train.data.train_dataset(config.data, seed=0, process_index=i,
-                                          process_count=count))
+    return [iter(data.train_dataset(config.data, seed=0, process_index=i,
+                                    process_count=count))
             for i in range(count)]
 
   two = iterators(2)

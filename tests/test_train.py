@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from deeplearn import checkpoint, config as config_lib, evaluate, metrics, train
+from deeplearn import (checkpoint, config as config_lib, data, evaluate, metrics,
+                       step as step_lib, train)
+from deeplearn.schemes import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,9 +32,9 @@ def train_losses(workdir):
 
 
 def restored_params(workdir, config):
-  run = train.build(config)
+  run = supervised.build(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = train.abstract_state(run)
+  abstract = step_lib.abstract_state(run)
   state = ckpt.restore(ckpt.latest_step(), abstract)
   ckpt.close()
   return jax.device_get(state.params)
@@ -64,7 +66,7 @@ def test_gradient_accumulation_gives_the_same_steps(tfds_data_dir, tmp_path):
                              whole["final"]["loss"], rtol=1e-5)
   config.train.grad_accum_steps = 3
   with pytest.raises(ValueError, match="grad_accum_steps=3"):
-    train.build(config)
+    supervised.build(config)
 
 
 def test_shard_map_step_form_runs_the_same_training(tfds_data_dir, tmp_path):
@@ -220,7 +222,7 @@ def test_model_vocab_must_match_the_dataset(tfds_data_dir, tmp_path):
   config.data.data_dir = tfds_data_dir
   config.model.vocab_size = 64
   with pytest.raises(ValueError, match="config.model.vocab_size=64.* 65"):
-    train.build(config)
+    supervised.build(config)
 
 
 @pytest.mark.parametrize("averaging", ["ema", "polyak"])
@@ -231,19 +233,19 @@ def test_averaged_weights_are_used_for_evaluation_only(tfds_data_dir, tmp_path,
   config.optimizer.ema_decay = 0.5
   workdir = str(tmp_path / averaging)
   summary = train.train_and_evaluate(config, workdir)
-  run = train.build(config)
+  run = supervised.build(config)
   ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  abstract = train.abstract_state(run)
+  abstract = step_lib.abstract_state(run)
   state = ckpt.restore(10, abstract)
   ckpt.close()
   differ = [not np.array_equal(a, b) for a, b in
             zip(jax.tree.leaves(state.params), jax.tree.leaves(state.avg_params))]
   assert all(differ)
-  eval_ds = train.data.eval_dataset(config.data, process_index=0,
-                                    process_count=1)
-  on_avg = train.evaluate(run, train.make_eval_step(run), state, eval_ds)
+  eval_ds = data.eval_dataset(config.data, process_index=0,
+                              process_count=1)
+  on_avg = step_lib.evaluate(run, step_lib.make_eval_step(run), state, eval_ds)
   np.testing.assert_allclose(on_avg["loss"], summary["final"]["loss"],
                              rtol=1e-5)
-  raw = train.evaluate(run, train.make_eval_step(run),
+  raw = step_lib.evaluate(run, step_lib.make_eval_step(run),
                        state.replace(avg_params=state.params), eval_ds)
   assert raw["loss"] != on_avg["loss"]

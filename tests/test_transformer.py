@@ -15,7 +15,8 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from deeplearn import config as config_lib, metrics, models, train
+from deeplearn import config as config_lib, metrics, models, step as step_lib, train
+from deeplearn.schemes import supervised
 from deeplearn.parallel import mesh as mesh_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -243,11 +244,11 @@ def test_activation_constraints_act_only_with_rules_and_a_mesh_in_context():
 def test_train_step_applies_the_activation_constraints(tfds_data_dir):
   config = config_lib.from_file(FSDP_TP + ":tiny")
   config.data.data_dir = tfds_data_dir
-  run = train.build(config)
-  state = train.abstract_state(run)
+  run = supervised.build(config)
+  state = step_lib.abstract_state(run)
   tokens = jax.ShapeDtypeStruct((config.data.batch_size, config.data.seq_len),
                                 jnp.int32, sharding=run.batch_sharding)
-  text = train.make_train_step(run).lower(
+  text = step_lib.make_train_step(run).lower(
       state, {"inputs": tokens, "targets": tokens}).as_text()
   assert text.count("sharding_constraint") + text.count("@Sharding") > 0
 
@@ -261,7 +262,7 @@ def test_fsdp_tp_training_on_8_devices_matches_one_device(tfds_data_dir, tmp_pat
   config = config_lib.from_file(FSDP_TP + ":tiny")
   config.data.data_dir = tfds_data_dir
   config.train.progress = False
-  run = train.build(config)
+  run = supervised.build(config)
   assert dict(run.mesh.shape) == {"data": 2, "fsdp": 2, "stage": 1, "expert": 1,
                                   "model": 2}
   query = run.state_shardings.params["blocks"]["attn"]["query"]["kernel"]

@@ -5,23 +5,12 @@ process, checkpointable (the iterator's state is the index of the next batch). B
 built whole, by index: the pipeline's per-step cost is a gather plus a few numpy ops, which
 keeps it far ahead of a small model's millisecond steps. A pp spec with per-example ops
 (`preprocess`'s docstring: resizing and cropping images of any size, as ImageNet's) instead
-reads the batch's examples one by one, runs those ops on each, and stacks the results; such
-datasets (an image feature without a fixed shape) are always read from disk, since decoded
-JPEGs are many times their encoded size.
+reads the batch's examples one by one, runs those ops on each, and stacks the results.
 
-A builder with `source` and `target` text features (deeplearn's `dates`) is a sequence to
-sequence dataset: its splits are tokenised once, in memory, by the chars of its `vocab`
-metadata, into `inputs` and `targets` padded to its `source_len` / `target_len` (`_pairs`).
-A TFDS translation dataset (`wmt14_translate/de-en`, `wmt_t2t_translate/de-en`: examples
-`{"de": text, "en": text}`) is one too, through subwords (`_translated`): a SentencePiece
-model of config.data.vocab_size pieces, shared by both languages, is trained once on
-config.data.tokenizer_examples training pairs and cached under data_dir; `inputs` (source,
-config.data.source_language, "" = the pair's first) and `targets` are the pieces, EOS, PAD,
-config.data.seq_len per side. Training pairs longer than that on either side are dropped,
-pairs of other splits truncated (no EOS then); both counted in the log.
-
-Datasets that TFDS prepares from files downloaded by hand (imagenet2012) look for them in
-config.data.manual_dir, by default <data_dir>/downloads/manual.
+What a split's examples are is up to the dataset's kind, which `readers.reader` picks once
+from the builder's features (classification, language modelling, source/target pairs,
+translation): the kind's reader builds the split's table and its part of the DatasetInfo.
+`tfds_io` opens and prepares the builders.
 
 A process's batches are slices of one global stream of local-size batches: batch j of process
 i is stream batch j * process_count + i. So global batch j, the processes' batches j laid side
@@ -31,35 +20,28 @@ by side in process order, is the same examples for any process count.
 import dataclasses
 import functools
 import math
-import os
 import sys
-from typing import Sequence
 
 from absl import flags
-from absl import logging
 import grain
 import numpy as np
-import tensorflow_datasets as tfds
-# Registers the wmt*_translate builders: tfds 4.9.10 finds the other catalog datasets by
-# name, but not these.
-import tensorflow_datasets.translate  # noqa: F401  pylint: disable=unused-import
 
-from deeplearn.config import did_you_mean
-from deeplearn.data import preprocess, subword
-from deeplearn.data.builders import BUILDERS
-from deeplearn.data.builders.dates import BOS, EOS
+from deeplearn.data import preprocess, readers, tfds_io
+# Re-exported, with _open and _Records below: tests register builders, open them and check a
+# table's type through the pipeline.
+from deeplearn.data.builders import BUILDERS  # noqa: F401  pylint: disable=unused-import
 
 # Splits that encode to less than this are decoded once and kept in memory as arrays; larger
-# ones are read and decoded from disk one batch at a time.
+# ones are read and decoded from disk one batch at a time (readers.classification).
 IN_MEMORY_BYTES = 2 << 30
 # A bare `standardize` measures at most this many training examples, spread evenly.
 STATS_EXAMPLES = 50_000
 # ... and, when pp has per-example ops, this many at a time.
 STATS_CHUNK = 256
-# Translation splits are read and tokenised this many pairs at a time (WMT14 has 4.5 million).
-TRANSLATION_CHUNK = 65_536
 # grain's default, 16 reader threads for each iterator, only costs time on these small batches.
 _READ = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+
+_open, _Records = tfds_io.open_builder, readers.Records
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +71,7 @@ def train_dataset(data_cfg, *, seed: int, process_index: int,
                   process_count: int) -> grain.IterDataset:
   """Endless training batches of this process: reshuffled each epoch, pp_train applied."""
   batch_size = _local_batch_size(data_cfg, "batch_size", process_index, process_count)
-  builder = _open(data_cfg)
+  builder = tfds_io.open_builder(data_cfg)
   train_split = data_cfg.get("train_split", "train")
   table = _table(builder, train_split, "config.data.train_split", data_cfg.get("seq_len"),
                  _translation(data_cfg))
@@ -113,7 +95,7 @@ def eval_dataset(data_cfg, *, split: str | None = None, process_index: int,
   Each `iter()` starts again from the beginning.
   """
   batch_size = _local_batch_size(data_cfg, "eval_batch_size", process_index, process_count)
-  builder = _open(data_cfg)
+  builder = tfds_io.open_builder(data_cfg)
   key = "config.data.eval_split" if split is None else "eval_dataset(split=...)"
   split = data_cfg.get("eval_split", "test") if split is None else split
   table = _table(builder, split, key, data_cfg.get("seq_len"), _translation(data_cfg))
@@ -241,7 +223,7 @@ class _ShuffledIndices:
 @dataclasses.dataclass(frozen=True)
 class _Preprocessed:
   """The table's examples `idx` as one batch through pp: `(idx, rng) -> batch`."""
-  table: "_Columns | _Records"
+  table: readers.Table
   pp: preprocess.Op
 
   def __call__(self, idx, rng):
@@ -251,7 +233,7 @@ class _Preprocessed:
 @dataclasses.dataclass(frozen=True)
 class _PaddedBatches:
   """Batch k of the split in order, pp applied; past its end zeros, marked by `mask`."""
-  table: "_Columns | _Records"
+  table: readers.Table
   batch_size: int
   pp: preprocess.Op
 
@@ -269,48 +251,12 @@ def _gather(table, idx, pp):
   return table.examples(idx) if pp.per_example else table.take(idx)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Columns:
-  """A split held in memory as arrays with a leading example axis."""
-  columns: dict
-
-  def __len__(self):
-    return len(next(iter(self.columns.values())))
-
-  def take(self, idx) -> dict:
-    return {name: v[idx] for name, v in self.columns.items()}
-
-  def examples(self, idx) -> list[dict]:
-    return [{name: v[i] for name, v in self.columns.items()} for i in idx]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Records:
-  """A split too large for memory, read and decoded from the TFDS data source per batch."""
-  source: Sequence
-
-  def __len__(self):
-    return len(self.source)
-
-  def take(self, idx) -> dict:
-    return preprocess.stack(self.examples(idx))
-
-  def examples(self, idx) -> list[dict]:
-    return [_classification_example(self.source[int(i)]) for i in idx]
-
-
 def _finalize(batch):
   # The batch format models rely on: float32 inputs and int32 labels, int32 tokens.
   if "label" in batch:
     batch = {**batch, "inputs": batch["inputs"].astype(np.float32, copy=False),
              "label": batch["label"].astype(np.int32, copy=False)}
   return batch
-
-
-def _classification_example(example):
-  # Models always take `inputs`: TFDS image datasets call them `image`.
-  return {"inputs": example["image"] if "image" in example else example["inputs"],
-          "label": example["label"]}
 
 
 def _local_batch_size(data_cfg, key, process_index, process_count):
@@ -323,285 +269,26 @@ def _local_batch_size(data_cfg, key, process_index, process_count):
   return total // process_count
 
 
-def _task(builder):
-  features = builder.info.features
-  if _is_translation(builder):
-    return "seq2seq"
-  if "text" in features:
-    return "language_model"
-  if "source" in features and "target" in features:
-    return "seq2seq"
-  if "label" in features and ("image" in features or "inputs" in features):
-    return "classification"
-  raise ValueError(f"{builder.name} has features {list(features)}: deeplearn reads "
-                   "(image or inputs, label) for classification, text for language models, or "
-                   "(source, target) for sequence to sequence")
-
-
-def _open(data_cfg):
-  return _builder(data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("prepare", True),
-                  data_cfg.get("manual_dir"))
-
-
-@functools.lru_cache(maxsize=None)
-def _builder(name, data_dir, prepare, manual_dir=None):
-  """The prepared builder: ours for the offline datasets, otherwise the TFDS catalog's."""
-  def make():
-    if name in BUILDERS:
-      return BUILDERS[name](data_dir=data_dir, file_format="array_record")
-    try:
-      return tfds.builder(name, data_dir=data_dir, file_format="array_record")
-    except tfds.core.registered.DatasetNotFoundError as e:
-      # Suggestions search the catalog too; the message lists only ours, the catalog is long.
-      catalog = tfds.list_builders(with_community_datasets=False)
-      base = name.split("/")[0].split(":")[0]  # "mnist/3.0.1" -> "mnist"
-      raise ValueError(f"config.data.dataset={name!r} is neither one of deeplearn's datasets "
-                       f"nor in the TFDS catalog; {did_you_mean(base, [*BUILDERS, *catalog])}"
-                       f"deeplearn's: {', '.join(BUILDERS)}; the catalog: "
-                       "tfds.list_builders()") from e
-
-  builder = make()
-  if not builder.is_prepared():
-    if not prepare:
-      raise ValueError(f"config.data.prepare=False, but {name} is not prepared in "
-                       f"{builder.data_dir}")
-    try:
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    except AssertionError as e:
-      if not getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
-        raise
-      # TFDS's message names the folder it looked in and the files it wants there.
-      raise ValueError(f"config.data.dataset={name!r} is prepared from files you download by "
-                       f"hand, and TFDS did not find them: {e}\nPut them in that folder, or "
-                       "set config.data.manual_dir to where they are, and run again: TFDS "
-                       "then prepares the dataset once, into config.data.data_dir.") from e
-    except ImportError as e:
-      if "tensorflow" not in str(e):
-        raise
-      raise ValueError(f"TFDS's {name} builder imports TensorFlow to prepare the dataset, "
-                       "once (reading it afterwards does not): pip install tensorflow-cpu for "
-                       "the preparation, or prepare it on another machine and point "
-                       "config.data.data_dir at a copy") from e
-    except FileExistsError:
-      # Processes sharing a data_dir race to prepare: the loser's final rename finds the
-      # winner's copy, which is the same data. Read that one.
-      builder = make()
-      if not builder.is_prepared():
-        raise
-  return builder
-
-
 def _table(builder, split, key, seq_len, translation=None):
   """The split's examples as a table of batchable columns; `key` names where split came from.
 
   `translation`: how a translation dataset becomes token ids (_translation(data_cfg)).
   """
-  _checked_source(builder, split, key)
-  if _task(builder) == "language_model":
-    if not seq_len or seq_len <= 0:
-      raise ValueError(f"config.data.seq_len={seq_len!r}: {builder.name} is a language "
-                       "modelling dataset, set seq_len to the training sequence length")
-    tokens = _tokens(builder, split)
-    if len(tokens) <= seq_len:
-      raise ValueError(f"config.data.seq_len={seq_len} leaves no window in {key}={split!r} "
-                       f"({len(tokens)} tokens)")
-    return _windows(tokens, seq_len)
-  if _is_translation(builder):
-    return _translated(builder, split, _checked_translation(builder, translation, seq_len),
-                       seq_len)
-  if _task(builder) == "seq2seq":
-    return _pairs(builder, split)
-  return _examples(builder, split,
-                   _fixed_size(builder) and _encoded_bytes(builder, split) <= IN_MEMORY_BYTES)
+  # First, so that a misspelt split is named even where the features are unreadable.
+  tfds_io.checked_source(builder, split, key)
+  return _reader(builder, seq_len, translation).table(split, key)
 
 
-def _fixed_size(builder):
-  """Whether every example's inputs have one shape (not so for ImageNet's images)."""
-  features = builder.info.features
-  name = next((n for n in ("image", "inputs") if n in features), None)
-  return name is None or None not in features[name].shape
-
-
-def _checked_source(builder, split, key):
-  try:
-    return _source(builder, split)
-  except ValueError as e:
-    base = split.split("[")[0]  # "train[:80%]" -> "train"
-    raise ValueError(f"{key}={split!r}: {did_you_mean(base, builder.info.splits)}{e}") from e
-
-
-@functools.lru_cache(maxsize=None)
-def _source(builder, split):
-  return builder.as_data_source(split=split)
-
-
-def _encoded_bytes(builder, split):
-  try:
-    return builder.info.splits[split].num_bytes
-  except (KeyError, ValueError):  # e.g. under tfds.testing.mock_data: no split metadata
-    return 0
-
-
-@functools.lru_cache(maxsize=16)
-def _examples(builder, split, in_memory):
-  source = _source(builder, split)
-  if not in_memory:
-    return _Records(source)
-  return _Columns(preprocess.stack([_classification_example(source[i])
-                                     for i in range(len(source))]))
-
-
-@functools.lru_cache(maxsize=16)
-def _tokens(builder, split):
-  """The split's text as int32 token ids, id = index in the builder's `vocab` metadata."""
-  vocab = _vocab(builder)
-  source = _source(builder, split)
-  text = "".join(_text(source[i]["text"]) for i in range(len(source)))
-  codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-  vocab_codes = np.frombuffer(vocab.encode("utf-32-le"), np.uint32)  # sorted, as vocab is
-  ids = np.searchsorted(vocab_codes, codes).clip(0, len(vocab) - 1)
-  if not np.array_equal(vocab_codes[ids], codes):
-    raise ValueError(f"{builder.name}[{split}] has chars outside its vocab")
-  return ids.astype(np.int32)
-
-
-@functools.lru_cache(maxsize=16)
-def _pairs(builder, split):
-  """A seq2seq split as token ids: `inputs` [N, source_len] (the source, PAD after it) and
-  `targets` [N, target_len] (the target, EOS, PAD after it). PAD is "\x00" (id 0: the
-  vocab is sorted) and EOS "\x03" (deeplearn.data.builders.dates); the lengths come from
-  the builder's metadata."""
-  vocab, meta = _vocab(builder), builder.info.metadata
-  source = _source(builder, split)
-  examples = source.__getitems__(range(len(source)))  # one read: 7x faster than one by one
-  vocab_codes = np.frombuffer(vocab.encode("utf-32-le"), np.uint32)
-  columns = {}
-  for key, feature, end, length in (("inputs", "source", "", meta["source_len"]),
-                                    ("targets", "target", EOS, meta["target_len"])):
-    texts = [_text(e[feature]) + end for e in examples]
-    if max(map(len, texts)) > length:
-      raise ValueError(f"{builder.name}[{split}] has a {feature} longer than {length}")
-    codes = np.frombuffer("".join(t.ljust(length, "\x00") for t in texts).encode("utf-32-le"),
-                          np.uint32).reshape(len(texts), length)
-    ids = np.searchsorted(vocab_codes, codes).clip(0, len(vocab) - 1)
-    if not np.array_equal(vocab_codes[ids], codes):
-      raise ValueError(f"{builder.name}[{split}] has chars outside its vocab")
-    columns[key] = ids.astype(np.int32)
-  return _Columns(columns)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Translation:
-  """The config of a translation dataset's tokenisation (hashable: a cache key)."""
-  data_dir: str | None
-  train_split: str
-  vocab_size: int
-  examples: int
-  source: str  # "": the pair's first language
-  target: str = ""
+def _reader(builder, seq_len, translation):
+  # IN_MEMORY_BYTES is read at each call, so that tests can lower it.
+  return readers.reader(builder, seq_len, translation, IN_MEMORY_BYTES)
 
 
 def _translation(data_cfg):
-  return _Translation(data_cfg.get("data_dir"), data_cfg.get("train_split", "train"),
-                      data_cfg.get("vocab_size", 0), data_cfg.get("tokenizer_examples", 100_000),
-                      data_cfg.get("source_language", ""))
-
-
-def _is_translation(builder):
-  return isinstance(builder.info.features, tfds.features.Translation)
-
-
-def _checked_translation(builder, translation, seq_len):
-  """`translation` with both languages named, or a ValueError saying which key to set."""
-  languages = list(builder.info.features.languages)
-  if translation is None:
-    raise ValueError(f"{builder.name} is a translation dataset: pass _translation(data_cfg)")
-  if translation.vocab_size <= 0:
-    raise ValueError(f"config.data.vocab_size={translation.vocab_size}: {builder.name} is "
-                     "read as subwords; set the vocabulary size (8000 to 32000 for WMT)")
-  if not seq_len or seq_len <= 0:
-    raise ValueError(f"config.data.seq_len={seq_len!r}: {builder.name} is a translation "
-                     "dataset, set seq_len to the subword tokens per side (EOS included)")
-  if translation.examples <= 0:
-    raise ValueError(f"config.data.tokenizer_examples={translation.examples} must be positive")
-  source = translation.source or languages[0]
-  if source not in languages or len(languages) != 2:
-    raise ValueError(f"config.data.source_language={translation.source!r}: {builder.name} "
-                     f"translates between {languages}; {did_you_mean(source, languages)}")
-  target = next(lang for lang in languages if lang != source)
-  return dataclasses.replace(translation, source=source, target=target)
-
-
-@functools.lru_cache(maxsize=None)
-def _tokenizer(builder, translation) -> subword.Tokenizer:
-  """The shared subword model, trained once on evenly spaced training pairs (both languages,
-  in the dataset's order, whichever the direction) and cached under data_dir for every run."""
-  t = translation
-  split = "".join(c if c.isalnum() or c in "-_." else "_" for c in t.train_split)
-  path = os.path.join(t.data_dir or tfds.core.constants.DATA_DIR, "deeplearn_subword",
-                      builder.info.full_name, f"{split}-bpe{t.vocab_size}-n{t.examples}.model")
-
-  def texts():
-    source = _checked_source(builder, t.train_split, "config.data.train_split")
-    n = len(source)
-    idx = np.unique(np.linspace(0, n - 1, min(n, t.examples)).astype(int))
-    for chunk in np.array_split(idx, math.ceil(len(idx) / TRANSLATION_CHUNK)):
-      for e in source.__getitems__([int(i) for i in chunk]):
-        yield from (_text(e[lang]) for lang in builder.info.features.languages)
-
-  return subword.cached(path, texts, t.vocab_size)
-
-
-@functools.lru_cache(maxsize=16)
-def _translated(builder, split, translation, seq_len):
-  """A translation split as subword ids: `inputs` and `targets` [N, seq_len], each the
-  pieces, EOS, then PAD. Pairs longer than seq_len on either side are dropped from the
-  training split and truncated (without EOS) elsewhere: evaluation sees every pair."""
-  tokenizer = _tokenizer(builder, translation)
-  source = _source(builder, split)
-  n = len(source)
-  columns = {"inputs": np.zeros((n, seq_len), np.int32),
-             "targets": np.zeros((n, seq_len), np.int32)}
-  too_long = np.zeros(n, bool)
-  for start in range(0, n, TRANSLATION_CHUNK):
-    examples = source.__getitems__(range(start, min(n, start + TRANSLATION_CHUNK)))
-    for key, lang in (("inputs", translation.source), ("targets", translation.target)):
-      ids = tokenizer.encode([_text(e[lang]) for e in examples])
-      for i, row in enumerate(ids, start):
-        row.append(subword.EOS_ID)
-        too_long[i] |= len(row) > seq_len
-        columns[key][i, :min(len(row), seq_len)] = row[:seq_len]
-  drop = split == translation.train_split
-  if too_long.any():  # a warning: the train loop keeps only those
-    logging.warning("%s[%s]: %d of %d pairs are longer than seq_len=%d subwords on a side: %s",
-                    builder.info.full_name, split, too_long.sum(), n, seq_len,
-                    "dropped" if drop else "truncated")
-  if drop:
-    if too_long.all():
-      raise ValueError(f"config.data.seq_len={seq_len} drops every pair of {builder.name}"
-                       f"[{split}]: raise it")
-    columns = {key: v[~too_long] for key, v in columns.items()}
-  return _Columns(columns)
-
-
-def _text(value):
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _vocab(builder):
-  vocab = (builder.info.metadata or {}).get("vocab")
-  if vocab is None:
-    raise ValueError(f"{builder.name} has no vocab in its metadata: language modelling reads "
-                     "datasets that store one, like deeplearn's tiny_shakespeare")
-  return vocab
-
-
-def _windows(tokens, seq_len):
-  # Non-overlapping windows of seq_len + 1 at stride seq_len, as strided views: the targets
-  # are the inputs shifted by one, and a window's last target is the next window's first input.
-  windows = np.lib.stride_tricks.sliding_window_view(tokens, seq_len + 1)[::seq_len]
-  return _Columns({"inputs": windows[:, :-1], "targets": windows[:, 1:]})
+  return readers.TranslationConfig(
+      data_cfg.get("data_dir"), data_cfg.get("train_split", "train"),
+      data_cfg.get("vocab_size", 0), data_cfg.get("tokenizer_examples", 100_000),
+      data_cfg.get("source_language", ""))
 
 
 def _preprocess(builder, spec, key, train_split):
@@ -609,7 +296,7 @@ def _preprocess(builder, spec, key, train_split):
     pp = preprocess.build(spec, stats=lambda prefix: _moments(builder, train_split, prefix))
   except ValueError as e:
     raise ValueError(f"config.data.{key}={spec!r}: {e}") from e
-  if not pp.per_example and not _fixed_size(builder):
+  if not pp.per_example and not tfds_io.fixed_size(builder):
     raise ValueError(f"config.data.{key}={spec!r}: {builder.name}'s images differ in size, so "
                      "the spec must resize or crop each one before they are batched: start it "
                      "with e.g. 'random_resized_crop(224)' for training, "
@@ -634,42 +321,13 @@ def _moments(builder, split, prefix):
 @functools.lru_cache(maxsize=None)
 def _info(name, data_dir, prepare, manual_dir, seq_len, train_split, eval_split, pp_eval,
           translation):
-  builder = _builder(name, data_dir, prepare, manual_dir)
-  task = _task(builder)
+  builder = tfds_io.prepared_builder(name, data_dir, prepare, manual_dir)
+  kind = _reader(builder, seq_len, translation)
   keys = {**{s: "split" for s in builder.info.splits}, train_split: "config.data.train_split",
           eval_split: "config.data.eval_split"}
-  if _is_translation(builder):  # pairs kept, after dropping the long training ones
-    num_examples = {s: len(_table(builder, s, key, seq_len, translation))
-                    for s, key in keys.items()}
-    first = _table(builder, eval_split, "config.data.eval_split", seq_len,
-                   translation).take(np.arange(1))
-  elif task == "language_model":  # windows, from the tokens that are cheap to hold
-    num_examples = {s: len(_table(builder, s, key, seq_len)) for s, key in keys.items()}
-    first = _table(builder, eval_split, "config.data.eval_split", seq_len).take(np.arange(1))
-  elif task == "seq2seq":
-    num_examples = {s: len(_checked_source(builder, s, key)) for s, key in keys.items()}
-    first = _table(builder, eval_split, "config.data.eval_split", None).take(np.arange(1))
-  else:  # counted and sampled without decoding whole splits
-    num_examples = {s: len(_checked_source(builder, s, key)) for s, key in keys.items()}
-    source = _checked_source(builder, eval_split, "config.data.eval_split")
-    first = [_classification_example(source[0])]
+  num_examples = {s: kind.num_examples(s, key) for s, key in keys.items()}
+  first = kind.first(eval_split, "config.data.eval_split")
   inputs = _finalize(_preprocess(builder, pp_eval, "pp_eval", train_split).fn(first, None))
-  vocab = tokenizer = bos_id = eos_id = None
-  if _is_translation(builder):
-    tokenizer = _tokenizer(builder, _checked_translation(builder, translation, seq_len))
-    bos_id, eos_id = subword.BOS_ID, subword.EOS_ID
-  elif task in ("language_model", "seq2seq"):
-    vocab = _vocab(builder)
-    if task == "seq2seq":
-      bos_id, eos_id = vocab.index(BOS), vocab.index(EOS)
-  return DatasetInfo(
-      name=name,
-      num_examples=num_examples,
-      num_classes=builder.info.features["label"].num_classes if task == "classification" else None,
-      vocab_size=tokenizer.vocab_size if tokenizer else len(vocab) if vocab else None,
-      vocab=vocab,
-      input_shape=tuple(inputs["inputs"].shape[1:]),
-      task=task,
-      bos_id=bos_id,
-      eos_id=eos_id,
-      tokenizer=tokenizer.path if tokenizer else None)
+  return DatasetInfo(name=name, num_examples=num_examples,
+                     input_shape=tuple(inputs["inputs"].shape[1:]), task=kind.task,
+                     **kind.info())

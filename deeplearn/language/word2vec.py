@@ -10,9 +10,10 @@ center word, unigram^0.75 noise, CBOW's mean context (cbow_mean=1) whose error
 goes whole to every context word, a learning rate decaying linearly from alpha
 to min_alpha over all training words.
 
-Speed: an epoch subsamples and compacts the corpus on the device; then one
-jitted call runs many steps in a loop, each taking B consecutive center words,
-their windows, negatives or Huffman paths, and adding the summed per-pair SGD
+Speed: an epoch subsamples and compacts the corpus on the device; then the
+same jitted call (`epoch_fn`: one step of the loop's word2vec scheme,
+deeplearn/schemes/word2vec.py) runs all the epoch's steps in one while
+loop, each taking B consecutive center words, their windows, negatives or Huffman paths, and adding the summed per-pair SGD
 updates into the two tables with scatter-adds (Hogwild-like: the pairs of a
 step all see the tables as they were at its start). The K negatives are drawn
 per center word and shared by its context pairs, so a step's outputs are a
@@ -27,15 +28,13 @@ a cbow/hs run at 1024 failed. Measurements: benchmarks/RESULTS.md.
 import functools
 import json
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
-import orbax.checkpoint as ocp
 
-from deeplearn.language import embeddings_eval, huffman
+from deeplearn.language import huffman
 
 WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MAX_SENTENCE = 10_000  # gensim trains at most this many words of a sentence
@@ -152,13 +151,6 @@ def prepare_epoch(key, corpus, sentence, keep_p, noise, *, window, negatives, ta
           "count": count}
 
 
-def make_train_steps(cfg: dict):
-  """A jitted (params, epoch_data, tables, first_step, num_steps, epoch) ->
-  (params, [loss, pairs]) running steps first_step.. of an epoch;
-  one per distinct cfg, so a process compiles each setting once."""
-  return _make_train_steps(tuple(sorted(cfg.items())))
-
-
 @functools.lru_cache(maxsize=16)
 def _make_train_steps(cfg_items: tuple):
   cfg = dict(cfg_items)
@@ -215,7 +207,6 @@ def _make_train_steps(cfg_items: tuple):
     pairs = live.sum() if sg else (live.sum(1) > 0).sum()
     return {"syn0": syn0, "syn1": syn1}, stats + jnp.stack([loss, pairs])
 
-  @functools.partial(jax.jit, donate_argnums=(0,))
   def train_steps(params, data, tables, first, num, epoch):
     # A while loop of dynamic length (fori_loop with traced bounds): one
     # compile serves every call, and no step is spent past the epoch's end.
@@ -225,112 +216,56 @@ def _make_train_steps(cfg_items: tuple):
   return train_steps
 
 
-def train(sentences, cfg: dict, *, seed: int = 0, workdir: str | None = None,
-          stop_after_epochs: int = 0, log=print):
-  """Trains on token lists; returns (words, counts, params, info). With a
-  workdir, checkpoints each epoch (tables, PRNG key, epoch) and resumes."""
-  words, counts = build_vocab(sentences, cfg["min_count"])
+def make_train_steps(cfg: dict):
+  """A jitted (params, epoch_data, tables, first_step, num_steps, epoch) ->
+  (params, [loss, pairs]) running steps first_step.. of an epoch;
+  one per distinct cfg, so a process compiles each setting once."""
+  return jax.jit(_make_train_steps(tuple(sorted(cfg.items()))))
+
+
+def epoch_fn(cfg: dict):
+  """(params, inputs) -> (params, [loss, pairs], kept words): one whole
+  epoch, pure, for the loop's jitted step. `inputs`: the corpus (`encode`),
+  `keep_p`, the noise and Huffman `tables`, the epoch's PRNG `key` and the
+  `epoch` index. The epoch's subsampled stream is drawn on the device, then
+  every step of it runs in one while loop."""
+  steps = _make_train_steps(tuple(sorted(cfg.items())))
+  b = cfg["batch_size"]
+
+  def one_epoch(params, inputs):
+    tables = inputs["tables"]
+    data = prepare_epoch(
+        inputs["key"], inputs["corpus"], inputs["sentence"], inputs["keep_p"],
+        tables["noise"], window=cfg["window"],
+        negatives=0 if cfg["loss"] == "hs" else cfg["negatives"],
+        tail=b + cfg["window"], sample_on=bool(cfg["sample"]))
+    num = (data["count"] + b - 1) // b
+    params, stats = steps(params, data, tables, 0, num, inputs["epoch"])
+    return params, stats, data["count"]
+
+  return one_epoch
+
+
+def encode(sentences, min_count: int):
+  """(words, counts, corpus ids, sentence ids) of token lists: the vocabulary
+  (`build_vocab`) and every kept token's id and sentence, int32."""
+  words, counts = build_vocab(sentences, min_count)
   index = {w: i for i, w in enumerate(words)}
   ids, sent = [], []
   for j, s in enumerate(sentences):
     kept = [index[t] for t in s if t in index]
     ids += kept
     sent += [j] * len(kept)
-  corpus, sentence = jnp.array(ids, jnp.int32), jnp.array(sent, jnp.int32)
-  cfg = dict(cfg, corpus_words=len(ids))  # the lr schedule's words (gensim: effective)
-  tables = {"noise": jnp.asarray(noise_table(counts)),
-            "noise_p": jnp.asarray(noise_probs(counts), jnp.float32)}
-  if cfg["loss"] == "hs":
+  return words, counts, np.array(ids, np.int32), np.array(sent, np.int32)
+
+
+def output_tables(counts: np.ndarray, loss: str) -> dict:
+  """The noise table and probabilities, and for hierarchical softmax each
+  word's Huffman path (points, codes, lengths)."""
+  tables = {"noise": noise_table(counts),
+            "noise_p": noise_probs(counts).astype(np.float32)}
+  if loss == "hs":
     tree = huffman.huffman_tree(counts)
-    tables.update(points=jnp.asarray(tree.points), codes=jnp.asarray(tree.codes, jnp.float32),
-                  lengths=jnp.asarray(tree.lengths))
-  keep_p = jnp.asarray(keep_probs(counts, cfg["sample"]), jnp.float32)
-  train_steps = make_train_steps(cfg)
-  key = jax.random.key(seed)
-  key, init_key = jax.random.split(key)
-  params, start_epoch = init_params(init_key, len(words), cfg["dim"], cfg["loss"]), 0
-  manager = None
-  if workdir:
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                    options=ocp.CheckpointManagerOptions(max_to_keep=2))
-    if manager.latest_step() is not None:
-      state = {"params": params, "key": jax.random.key_data(key),
-               "epoch": np.asarray(0, np.int32)}
-      state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(state))
-      params, key = state["params"], jax.random.wrap_key_data(state["key"])
-      start_epoch = int(state["epoch"])
-      log(f"word2vec: resumed after epoch {start_epoch} from {manager.directory}")
-  b, per_call = cfg["batch_size"], cfg["steps_per_call"]
-  raw_words = sum(map(len, sentences))
-  train_time, loss = 0.0, float("nan")
-  # Compile both functions outside the timing (a call of 0 steps is a no-op).
-  t0 = time.perf_counter()
-  epoch_data = functools.partial(
-      prepare_epoch, corpus=corpus, sentence=sentence, keep_p=keep_p, noise=tables["noise"],
-      window=cfg["window"], negatives=0 if cfg["loss"] == "hs" else cfg["negatives"],
-      tail=per_call * b + cfg["window"], sample_on=bool(cfg["sample"]))
-  params, _ = train_steps(params, epoch_data(key), tables, 0, 0, 0)
-  jax.block_until_ready(params)
-  compile_time = time.perf_counter() - t0
-  for epoch in range(start_epoch, cfg["epochs"]):
-    if stop_after_epochs and epoch >= stop_after_epochs:
-      break
-    t0 = time.perf_counter()
-    key, k_epoch = jax.random.split(key)
-    data = epoch_data(k_epoch)
-    count = int(data["count"])
-    num_steps = -(-count // b)
-    stats = np.zeros(2)
-    for first in range(0, num_steps, per_call):
-      params, s = train_steps(params, data, tables, first, min(per_call, num_steps - first),
-                              epoch)
-      stats += np.asarray(s)
-    jax.block_until_ready(params)
-    dt = time.perf_counter() - t0
-    train_time += dt
-    loss = stats[0] / max(stats[1], 1)
-    done = (epoch + 1) / cfg["epochs"]
-    log(f"word2vec epoch {epoch + 1}/{cfg['epochs']}: {count} of {len(ids)} words kept,"
-        f" loss {loss:.4f}, lr {cfg['alpha'] - (cfg['alpha'] - cfg['min_alpha']) * done:.5f},"
-        f" {raw_words / dt:,.0f} words/s")
-    if manager:
-      manager.save(epoch + 1, args=ocp.args.StandardSave(
-          {"params": params, "key": jax.random.key_data(key),
-           "epoch": np.asarray(epoch + 1, np.int32)}))
-      manager.wait_until_finished()
-  epochs_run = cfg["epochs"] - start_epoch if not stop_after_epochs else min(
-      stop_after_epochs, cfg["epochs"]) - start_epoch
-  info = {"train_seconds": train_time, "compile_seconds": compile_time, "final_loss": loss,
-          "raw_words": raw_words, "vocab_size": len(words), "epochs_run": epochs_run,
-          "words_per_second": raw_words * max(epochs_run, 0) / train_time if train_time else 0.0}
-  return words, counts, jax.device_get(params), info
-
-
-def model_cfg(config) -> dict:
-  m = config.model
-  return {"architecture": m.architecture, "loss": m.loss, "dim": m.dim, "window": m.window,
-          "negatives": m.negatives, "sample": m.sample, "min_count": m.min_count,
-          "alpha": config.optimizer.learning_rate, "min_alpha": m.min_alpha,
-          "epochs": int(config.train.num_epochs), "batch_size": config.data.batch_size,
-          "steps_per_call": config.train.steps_per_call}
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-  """deeplearn.train's entry for config.trainer == "word2vec": trains,
-  evaluates, writes summary.json and vectors.txt (word2vec text format)."""
-  os.makedirs(workdir, exist_ok=True)
-  sentences = load_corpus(config.data.dataset, config.data.data_dir)
-  words, _, params, info = train(sentences, model_cfg(config), seed=config.train.seed,
-                                 workdir=workdir, stop_after_epochs=config.train.stop_after_epochs)
-  vectors = np.asarray(params["syn0"])
-  summary = dict(info, **embeddings_eval.evaluate(words, vectors))
-  path = os.path.join(workdir, "summary.json")
-  if not info["epochs_run"] and os.path.exists(path):  # a finished run: keep its timing
-    with open(path) as f:
-      old = json.load(f)
-    summary.update({k: old[k] for k in ("train_seconds", "words_per_second", "final_loss")})
-  embeddings_eval.save_word2vec_format(os.path.join(workdir, "vectors.txt"), words, vectors)
-  with open(path, "w") as f:
-    json.dump(summary, f, indent=1)
-  print(embeddings_eval.report(summary))
-  return summary
+    tables.update(points=tree.points, codes=tree.codes.astype(np.float32),
+                  lengths=tree.lengths)
+  return tables

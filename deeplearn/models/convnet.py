@@ -37,7 +37,7 @@ deeplearn/config.py: with MODEL_PARALLEL_RULES and a mesh data x model every
 conv and dense kernel of `DIGITS` and of the EE-559 net is split over `model`
 (DistBelief's data x model parallelism). Block outputs, the flattened
 features and hidden activations carry `nn.with_logical_constraint` names; those
-act only when the train step sets the rules and a mesh (train.MeshStep).
+act only when the train step sets the rules and a mesh (step.MeshStep).
 """
 
 from typing import Sequence

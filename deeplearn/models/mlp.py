@@ -17,7 +17,7 @@ Tensor parallelism (Megatron, Shoeybi et al. 2019): layer i's outputs are named
 then rows: one all-reduce per pair of layers. The classifier is (mlp, vocab)
 after an odd number of hidden layers (a row split), else (embed, vocab).
 Activations carry logical names (`nn.with_logical_constraint`), applied only
-when the train step sets the rules and a mesh (train.MeshStep).
+when the train step sets the rules and a mesh (step.MeshStep).
 """
 
 from typing import Sequence

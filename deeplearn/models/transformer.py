@@ -19,7 +19,7 @@ two dimensions of a parameter (flax would silently replicate the second).
 Activation constraints (`nn.with_logical_constraint`) act only when logical
 axis rules and a mesh are in context at trace time (`nn.logical_axis_rules`,
 `jax.set_mesh`); otherwise they are no-ops and XLA propagates the parameters'
-shardings on its own. The train loop sets both (`train.MeshStep`).
+shardings on its own. The train loop sets both (`step.MeshStep`).
 """
 
 import flax.linen as nn

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from deeplearn.config import did_you_mean
+
 # How the delays come about: "fixed" (given per replica), or drawn every step
 # per replica, at most K: "uniform" on {0..K}, "geometric" P(d) ~ 2^-d (most
 # gradients fresh, a tail of stragglers). config.optimizer.staleness_dist also
@@ -116,6 +118,33 @@ def stale_gradients(inner: optax.GradientTransformation, staleness,
   return optax.GradientTransformation(init, update)
 
 
+def check(config) -> None:
+  """Asynchronous SGD's config checks; raises naming the key and the fix."""
+  opt, train = config.optimizer, config.train
+  dists = DISTRIBUTIONS[:1] + ("spread",) + DISTRIBUTIONS[1:]
+  if opt.staleness_dist not in dists:
+    raise ValueError(
+        f"config.optimizer.staleness_dist={opt.staleness_dist!r}; "
+        f"{did_you_mean(opt.staleness_dist, dists)}use one of {list(dists)}.")
+  if opt.staleness < 0 or opt.replicas < 1:
+    raise ValueError(
+        f"config.optimizer.staleness={opt.staleness} must be >= 0 and"
+        f" config.optimizer.replicas={opt.replicas} >= 1.")
+  if opt.replicas > 1:
+    per = config.data.batch_size / opt.replicas
+    if per % 1 or per % train.grad_accum_steps:
+      raise ValueError(
+          f"config.optimizer.replicas={opt.replicas}: the batch"
+          f" (config.data.batch_size={config.data.batch_size}) must cut into"
+          f" {opt.replicas} equal parts, each of"
+          f" grad_accum_steps={train.grad_accum_steps} micro-batches.")
+    if train.step_form != "jit":
+      raise ValueError(
+          f"config.optimizer.replicas={opt.replicas} runs its replicas in the"
+          f" jit step; set config.train.step_form='jit', not"
+          f" {train.step_form!r}.")
+
+
 def from_config(tx: optax.GradientTransformation, opt_cfg,
                 seed: int) -> optax.GradientTransformation:
   """`tx` with config.optimizer's staleness, staleness_dist and replicas;
@@ -137,7 +166,7 @@ def replica_grads(compute_grads, replicas: int, params, model_state, batch,
 
   The batch [B, ...] is cut into `replicas` contiguous parts (what each
   device holds when replicas = data-parallel devices); `compute_grads`
-  (train.compute_grads with its run) runs on each under vmap, from the same
+  (step.compute_grads with its run) runs on each under vmap, from the same
   weights. grads: [replicas, ...] for `stale_gradients(replicas=N)` (the
   step's `grad_norm` is then that of all N together); loss: the mean, metric
   sums: the total, batch statistics: the replicas' mean.

@@ -10,7 +10,10 @@ the averaged change of the weights as a gradient for an outer optimizer,
 SGD with Nesterov momentum 0.9 and learning rate 0.7.
 
 `config.train.step_form = "local_sgd"`: one replica per device on the
-mesh's batch axes. The train state's `params` are the global weights (what
+mesh's batch axes. This module is the optimizer side (`local_sgd`, wrapped
+around config.optimizer's chain by `deeplearn.optim.from_config`), the
+state's shardings and the checks; the step, a shard_map of towers, is
+`deeplearn.parallel.data_parallel.make_local_sgd_train_step`. The train state's `params` are the global weights (what
 evaluation and checkpoints see); the optimizer state (`LocalState`) holds
 every replica's own weights and inner optimizer state, stacked on a leading
 axis split over the batch axes, and the outer optimizer's state. The step is
@@ -29,8 +32,7 @@ import optax
 from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from deeplearn import train
-from deeplearn.inspect import HloModule, parse_collectives
+from deeplearn.hlo import HloModule, parse_collectives
 from deeplearn.parallel import sharding
 
 OUTER_OPTIMIZERS = ("average", "nesterov")
@@ -104,6 +106,27 @@ def from_config(tx: optax.GradientTransformation, train_cfg, rules,
                    sharding.batch_axes(rules, mesh))
 
 
+def check(config, num_batch_shards: int) -> None:
+  """Local SGD's config checks; raises naming the key and the fix."""
+  opt, train = config.optimizer, config.train
+  if train.step_form == "local_sgd":
+    if opt.staleness or opt.replicas > 1:
+      raise ValueError(
+          "config.train.step_form='local_sgd' takes synchronous inner steps:"
+          " set config.optimizer.staleness=0 and replicas=1.")
+    if num_batch_shards < 2:
+      raise ValueError(
+          "config.train.step_form='local_sgd' runs one replica per batch"
+          " shard, but the mesh has 1: split the batch over 2 or more devices.")
+  if train.local_steps < 1:
+    raise ValueError(
+        f"config.train.local_steps={train.local_steps} must be >= 1.")
+  if train.outer_optimizer not in OUTER_OPTIMIZERS:
+    raise ValueError(
+        f"config.train.outer_optimizer={train.outer_optimizer!r}: use"
+        " 'average' (local SGD) or 'nesterov' (DiLoCo).")
+
+
 def replica_shardings(state_shardings, rules, mesh):
   """The state's shardings with the replicas' axis split over the batch
   axes (each device holds its own replica, nothing else of them)."""
@@ -112,50 +135,6 @@ def replica_shardings(state_shardings, rules, mesh):
   return state_shardings.replace(opt_state=local._replace(
       params=jax.tree.map(lambda _: split, local.params),
       inner=jax.tree.map(lambda _: split, local.inner)))
-
-
-def make_local_sgd_train_step(run: train.Run):
-  """(state, batch) -> (state, metrics, health), like train.make_train_step.
-
-  Each device computes its replica's gradients at its replica's weights on
-  its slice of the batch. Per step only scalars cross devices: the mean loss
-  and metric sums, and a shared "some gradient is not finite" flag, so that
-  every replica takes the same skip-or-stop decision.
-  """
-  axes = sharding.batch_axes(run.rules, run.mesh)
-  if jax.tree.leaves(jax.eval_shape(run.init_fn,
-                                    run.config.train.seed).model_state):
-    raise ValueError(
-        "config.train.step_form='local_sgd' does not support models with"
-        f" batch statistics ({run.config.model.name}): use layer norm, or"
-        " step_form 'jit'.")
-
-  def tower_step(state, batch):  # batch: this replica's slice
-    rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
-                             lax.axis_index(axes))
-    own = jax.tree.map(lambda x: x[0], state.opt_state.params)
-    loss, sums, model_state, grads = train.compute_grads(
-        run, own, state.model_state, batch, rng)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(g))
-                                for g in jax.tree.leaves(grads)]))
-    all_finite = lax.pmin(finite.astype(jnp.int32), axes)
-    loss = jnp.where(all_finite > 0, lax.pmean(loss, axes), jnp.nan)
-    sums = lax.psum(sums, axes)
-    return train.apply_gradients(run, state, loss, sums, model_state, grads)
-
-  replicas = P(axes)
-  specs = jax.tree.map(lambda _: P(), run.state_shardings)
-  specs = specs.replace(opt_state=specs.opt_state._replace(
-      params=replicas, inner=replicas))
-  step = jax.shard_map(
-      tower_step, mesh=run.mesh, in_specs=(specs, P(axes)),
-      out_specs=(specs, P(), P()), axis_names=frozenset(axes),
-      check_vma=False)  # pmap semantics, as in data_parallel.py
-  replicated = NamedSharding(run.mesh, P())
-  return jax.jit(step,
-                 in_shardings=(run.state_shardings, run.batch_sharding),
-                 out_shardings=(run.state_shardings, replicated, replicated),
-                 donate_argnums=0)
 
 
 def _branch_computations(module: HloModule) -> set:

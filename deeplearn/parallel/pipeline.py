@@ -42,9 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
-from deeplearn import train
+from deeplearn import step as step_lib
+from deeplearn.config import did_you_mean, multiples_near
 from deeplearn.models import transformer
 from deeplearn.parallel import sharding
 
@@ -162,31 +163,51 @@ class _Stages:
     return logits[..., :self.model.vocab_size].astype(jnp.float32)
 
 
-def check(run: train.Run) -> None:
-  """Refuses, naming the fix, a run the pipeline form cannot split."""
-  model, mesh = run.task.model, run.mesh
-  if not (isinstance(model, transformer.Transformer) and model.scan_layers
-          and getattr(model, "output", "softmax") == "softmax"):
+def check(config, mesh, rules) -> None:
+  """Refuses, naming the key and the fix, a run the pipeline cannot split;
+  every check of the pipeline step form, before anything is built."""
+  train, model = config.train, config.model
+  if train.pipeline_schedule not in SCHEDULES:
+    raise ValueError(
+        f"config.train.pipeline_schedule={train.pipeline_schedule!r}; "
+        f"{did_you_mean(train.pipeline_schedule, SCHEDULES)}use one of"
+        f" {list(SCHEDULES)}.")
+  m, shards = train.microbatches, sharding.num_batch_shards(rules, mesh)
+  if m < 1 or config.data.batch_size % (m * shards):
+    raise ValueError(
+        f"config.train.microbatches={m}: the global batch"
+        f" (config.data.batch_size={config.data.batch_size}) must divide into"
+        f" {m} micro-batches on each of the {shards} batch shards;"
+        " use a batch_size of"
+        f" {multiples_near(config.data.batch_size, max(m, 1) * shards)}.")
+  if (model.name != "transformer" or not model.get("scan_layers")
+      or model.get("output", "softmax") != "softmax"):
     raise ValueError(
         "config.train.step_form='pipeline' cuts a stack of equal layers into"
-        " stages: use config.model.name='transformer' with scan_layers=True,"
-        f" not {type(model).__name__}.")
+        " stages: use config.model.name='transformer' with"
+        f" config.model.scan_layers=True (got name={model.name!r},"
+        f" scan_layers={model.get('scan_layers')}).")
   p = mesh.shape["stage"]
   if model.num_layers % p:
     raise ValueError(
         f"config.model.num_layers={model.num_layers} must divide into the"
-        f" {p} pipeline stages (config.mesh.stage): each stage holds an equal"
+        f" config.mesh.stage={p} pipeline stages: each stage holds an equal"
         " share of the layers.")
+  if train.grad_accum_steps != 1 or config.optimizer.replicas != 1:
+    raise ValueError(
+        "config.train.step_form='pipeline' already cuts the batch into"
+        " config.train.microbatches: set config.train.grad_accum_steps=1 and"
+        " config.optimizer.replicas=1.")
   if mesh.shape["model"] > 1 or mesh.shape["expert"] > 1:
     raise ValueError(
         "config.train.step_form='pipeline' splits the mesh axes data, fsdp and"
         f" stage; got mesh {dict(mesh.shape)}: set config.mesh.model and"
         " config.mesh.expert to 1.")
-  if ("layers", "stage") not in run.rules:
+  if ("layers", "stage") not in rules:
     raise ValueError(
         "config.train.step_form='pipeline' keeps each stage's layers on its"
         " own devices: add the rule ('layers', 'stage') to"
-        f" config.sharding.rules (now {run.rules}).")
+        f" config.sharding.rules (now {rules}).")
 
 
 def _param_specs(params):
@@ -195,14 +216,14 @@ def _param_specs(params):
                              tree) for name, tree in params.items()}
 
 
-def make_pipeline_grads(run: train.Run):
+def make_pipeline_grads(run: step_lib.Run):
   """(params, batch, rng) -> (loss, metric sums, grads), pipelined.
 
   Called inside jit; the gradients come out laid out as the parameters'
   in-specs (blocks split over stage), summed over micro-batches and the
   batch axes, equal to the unpipelined model's on the same global batch.
   """
-  check(run)
+  check(run.config, run.mesh, run.rules)
   cfg = run.config.train
   p, m = run.mesh.shape["stage"], cfg.microbatches
   fwd, bwd = schedule(cfg.pipeline_schedule, p, m)
@@ -228,7 +249,7 @@ def make_pipeline_grads(run: train.Run):
     def score():  # the task's cross-entropy sums, as in its loss
       targets = micro["targets"]
       ones = jnp.ones(targets.shape[0], jnp.float32)
-      return task._sums(stages.logits(rest, y), targets, ones,
+      return task.sums(stages.logits(rest, y), targets, ones,
                         task.label_smoothing)
 
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(score))
@@ -312,19 +333,15 @@ def make_pipeline_grads(run: train.Run):
   return grads_fn
 
 
-def make_pipeline_train_step(run: train.Run):
-  """The pipelined step, a drop-in for `train.make_train_step(run)`:
+def make_pipeline_train_step(run: step_lib.Run):
+  """The pipelined step, a drop-in for `step_lib.make_train_step(run)`:
   (state, batch) -> (state, metrics, health), jitted, state donated."""
   grads_fn = make_pipeline_grads(run)
 
   def train_step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
     loss, sums, grads = grads_fn(state.params, batch, rng)
-    return train.apply_gradients(run, state, loss, sums, state.model_state,
-                                 grads)
+    return step_lib.apply_gradients(run, state, loss, sums, state.model_state,
+                                grads)
 
-  replicated = NamedSharding(run.mesh, P())
-  return train.MeshStep(jax.jit(
-      train_step, in_shardings=(run.state_shardings, run.batch_sharding),
-      out_shardings=(run.state_shardings, replicated, replicated),
-      donate_argnums=0), run.mesh)
+  return run.jit_train_step(train_step)

@@ -1,6 +1,9 @@
 """Pieces shared by the tasks: running a flax model with its state, and the
 softmax cross-entropy task that classification and language modelling share."""
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -39,6 +42,8 @@ def finalize_mean(sums) -> dict:
   return {k: v / count for k, v in sums.items() if k != "count"}
 
 
+# eq=False: identity hashing, so that jax.jit(task.loss) can hash the method.
+@dataclasses.dataclass(frozen=True, eq=False)
 class CrossEntropyTask:
   """Softmax cross-entropy on integer targets `batch[target_key]`.
 
@@ -46,15 +51,16 @@ class CrossEntropyTask:
   [batch] weighs whole examples. Sums count every target position.
   `label_smoothing` s trains on (1 - s) one-hot + s / classes targets; the
   training `loss` is that objective, evaluation's the plain cross-entropy.
+  Immutable: a step form that needs another model (synchronised batch norm)
+  takes `dataclasses.replace(task, model=...)`.
   """
-  target_key: str
-  input_dtype: jnp.dtype
-  best_metric: tuple[str, str]
+  target_key: ClassVar[str]
+  input_dtype: ClassVar[jnp.dtype]
+  best_metric: ClassVar[tuple[str, str]]
 
-  def __init__(self, model, info, label_smoothing: float = 0.0):
-    self.model = model
-    self.info = info
-    self.label_smoothing = label_smoothing
+  model: object
+  info: object
+  label_smoothing: float = 0.0
 
   def init_variables(self, rng, batch_size: int = 1):
     inputs = jnp.zeros((batch_size, *self.info.input_shape), self.input_dtype)
@@ -62,7 +68,9 @@ class CrossEntropyTask:
     return self.model.init({"params": params_rng, "dropout": dropout_rng},
                            inputs, train=False)
 
-  def _sums(self, logits, targets, weights, smoothing=0.0):
+  def sums(self, logits, targets, weights, smoothing=0.0):
+    """Summed cross-entropy, correct predictions and weights of logits
+    [..., classes] against integer targets, examples weighted by `weights`."""
     logits = logits.astype(jnp.float32)
     if smoothing:
       soft = optax.smooth_labels(
@@ -88,10 +96,10 @@ class CrossEntropyTask:
     targets = batch[self.target_key]
     ones = jnp.ones(targets.shape[0], jnp.float32)
     smoothing = self.label_smoothing
-    sums = self._sums(logits, targets, ones, smoothing)
+    sums = self.sums(logits, targets, ones, smoothing)
     for name, pairs in sorted(aux[AUX_LOGITS].items()):
       for weight, aux_logits in pairs:
-        aux_loss = self._sums(aux_logits, targets, ones, smoothing)["loss"]
+        aux_loss = self.sums(aux_logits, targets, ones, smoothing)["loss"]
         sums[f"{name}_loss"] = sums.get(f"{name}_loss", 0.0) + aux_loss
         sums["loss"] = sums["loss"] + weight * aux_loss
     for name, pairs in sorted(aux[AUX_LOSSES].items()):
@@ -104,7 +112,7 @@ class CrossEntropyTask:
   def eval_sums(self, params, model_state, batch):
     logits, _, _ = apply_model(
         self.model, params, model_state, batch["inputs"], None, train=False)
-    return self._sums(logits, batch[self.target_key], batch["mask"])
+    return self.sums(logits, batch[self.target_key], batch["mask"])
 
   def finalize(self, sums):
     return finalize_mean(sums)

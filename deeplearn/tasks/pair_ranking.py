@@ -17,6 +17,9 @@ taken from the next query's date; a few such mixes are not real dates),
 chance 1 / 4.
 """
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -39,13 +42,17 @@ def hard_negatives(targets):
 
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class PairRanking:
-  best_metric = ("mrr", "max")
+  best_metric: ClassVar = ("mrr", "max")
 
-  def __init__(self, model, info, label_smoothing: float = 0.0):
-    if label_smoothing:
+  model: object
+  info: object
+  label_smoothing: float = 0.0
+
+  def __post_init__(self):
+    if self.label_smoothing:
       raise ValueError("config.loss.label_smoothing: pair_ranking has none; set it to 0.")
-    self.model, self.info = model, info
 
   def init_variables(self, rng, batch_size: int = 1):
     queries = jnp.zeros((batch_size, *self.info.input_shape), jnp.int32)

@@ -12,6 +12,9 @@ decoding equals the target exactly (through EOS), the figure a translation of
 dates is judged by (for WMT, a strict floor under BLEU).
 """
 
+import dataclasses
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -19,12 +22,21 @@ import optax
 from deeplearn.models.seq2seq import greedy_decode
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class Seq2Seq:
-  best_metric = ("exact_match", "max")
+  best_metric: ClassVar = ("exact_match", "max")
 
-  def __init__(self, model, info, label_smoothing: float = 0.0):
-    self.model, self.info, self.label_smoothing = model, info, label_smoothing
-    self.bos_id, self.eos_id = info.bos_id, info.eos_id
+  model: object
+  info: object
+  label_smoothing: float = 0.0
+
+  @property
+  def bos_id(self):
+    return self.info.bos_id
+
+  @property
+  def eos_id(self):
+    return self.info.eos_id
 
   def init_variables(self, rng, batch_size: int = 1):
     source = jnp.zeros((batch_size, *self.info.input_shape), jnp.int32)

@@ -1,0 +1,317 @@
+"""The one train loop, for every training scheme.
+
+A scheme (deeplearn/schemes/) supplies its state, step, inputs, evaluation
+and summary fields; `run` supplies the rest to all of them alike: the
+resume check, checkpoints with integrity checks and the input position
+(bitwise resume), ahead-of-time compilation and its timing, SIGTERM, the NaN
+policy, the progress bar, TensorBoard + metrics.jsonl and summary.json.
+Each step reads top to bottom: input, step, health, log, eval, save. Metrics
+stay on the device until a log interval; the first step is the only other
+sync.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from deeplearn import checkpoint, config as config_lib, hlo, metrics, preemption
+
+
+class NonFiniteError(FloatingPointError):
+  """A NaN or Inf in the loss, gradients or parameters; the step is named."""
+
+
+@jax.jit
+def stack_steps(per_step: list):
+  """A log interval's per-step values, one array [steps] per leaf.
+
+  The host then fetches one array per leaf, not one per step and leaf: each
+  fetch costs tens of microseconds on a CPU, and at 100 steps per interval
+  the separate fetches took about a third as long as MNIST-1D's steps.
+  """
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
+
+
+def check_health(train_cfg, healths, first_step: int, names, log) -> None:
+  """Raises NonFiniteError at the first step the policy does not allow.
+
+  `healths` holds the steps' health values fetched as `stack_steps` stacks
+  them: {"finite": [steps], "first_nonfinite": [steps], "streak": [steps]}.
+  """
+  for i in np.flatnonzero(~np.asarray(healths["finite"])):
+    step = first_step + int(i)
+    leaf = names[int(healths["first_nonfinite"][i])]
+    streak = int(healths["streak"][i])
+    if train_cfg.nonfinite == "skip" and streak <= train_cfg.max_nonfinite_skips:
+      log(f"step {step}: non-finite {leaf}; update skipped ({streak} in a"
+          f" row, at most {train_cfg.max_nonfinite_skips})")
+      continue
+    why = (f"{streak} non-finite updates in a row, more than"
+           f" config.train.max_nonfinite_skips={train_cfg.max_nonfinite_skips}"
+           if train_cfg.nonfinite == "skip" else "config.train.nonfinite='stop'")
+    raise NonFiniteError(
+        f"Non-finite value at step {step}: first in {leaf!r} ({why}). The"
+        " newest checkpoint was written before it and is left untouched; lower"
+        " the learning rate, clip gradients (config.optimizer.grad_clip_norm),"
+        " or set config.train.nonfinite='skip'.")
+
+
+def use_compilation_cache(cache_dir: str) -> None:
+  """Points jax's persistent compilation cache at `cache_dir` ("" = off).
+
+  jax only writes programs that took a second or more to compile; on a CPU
+  a small experiment's steps compile faster than that, yet they are most of
+  its startup, so every program is kept. A directory already set (the
+  --jax_compilation_cache_dir flag, $JAX_COMPILATION_CACHE_DIR, an earlier
+  run in this process) is left as it is.
+  """
+  if not cache_dir or jax.config.jax_compilation_cache_dir:
+    return
+  jax.config.update("jax_compilation_cache_dir", os.path.expanduser(cache_dir))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def compile_step(train_step, state, batch) -> dict[str, float]:
+  """Lowers and compiles the step ahead of its first call; the seconds of each.
+
+  The call that follows finds the executable in jax's caches, so nothing is
+  compiled twice. With a warm persistent cache, "compile" is the load.
+  """
+  if not hasattr(train_step, "lower"):
+    return {}
+  t0 = time.perf_counter()
+  lowered = train_step.lower(state, batch)
+  t1 = time.perf_counter()
+  compiled = lowered.compile()
+  out = {"lower_s": t1 - t0, "compile_s": time.perf_counter() - t1}
+  try:  # XLA's count, per device; for FLOP/s and utilisation in the summary
+    flops = hlo.step_flops(compiled)
+  except Exception:  # pylint: disable=broad-except (a backend without cost analysis)
+    flops = 0.0
+  if flops > 0:
+    out["step_flops"] = flops
+  return out
+
+
+@dataclasses.dataclass
+class Timer:
+  """The loop's time bookkeeping: startup, each log interval's step and
+  data-wait seconds, and the timed intervals' totals (the first interval,
+  which compiles, is left out of the totals)."""
+  t_start: float
+  startup: dict = dataclasses.field(default_factory=dict)
+  t_interval: float = 0.0
+  interval_wait: float = 0.0  # getting inputs, this interval
+  train_s: float = 0.0  # timed intervals
+  wait_s: float = 0.0
+  steps_timed: int = 0
+
+  def next_input(self, get):
+    t0 = time.perf_counter()
+    out = get()
+    self.interval_wait += time.perf_counter() - t0
+    return out
+
+  def first_step_done(self) -> str:
+    self.startup["startup_s"] = time.time() - self.t_start
+    return "startup: " + ", ".join(
+        f"{k.removesuffix('_s')} {v:.2f} s" for k, v in self.startup.items()
+        if k.endswith("_s")) + " (first step done)"
+
+  def interval(self, steps: int, timed: bool) -> dict[str, float]:
+    """Closes a log interval of `steps` steps: its step and wait figures.
+    An untimed interval is the first, whose step_s leaves out compilation."""
+    interval_s = time.time() - self.t_interval
+    busy_s = interval_s
+    if timed:
+      self.train_s += interval_s
+      self.steps_timed += steps
+      self.wait_s += self.interval_wait
+    else:
+      busy_s -= self.startup.get("lower_s", 0.0) + self.startup.get("compile_s", 0.0)
+    out = {"data_wait_s": self.interval_wait, "step_s": busy_s / steps,
+           "data_wait_fraction": self.interval_wait / interval_s}
+    self.interval_wait = 0.0
+    return out
+
+  def restart_interval(self) -> None:
+    self.t_interval = time.time()
+
+  def figures(self, examples_per_step: int, devices: int) -> dict:
+    """summary.json's timing: wall and startup seconds, examples/s, data
+    wait and, with XLA's FLOP count, the achieved FLOP/s of all devices
+    (over the hardware's peak: the model FLOP utilisation)."""
+    out = {"wall_s": time.time() - self.t_start,
+           "examples_per_s": (self.steps_timed * examples_per_step / self.train_s
+                              if self.train_s > 0 and examples_per_step else None),
+           **self.startup}
+    if "step_flops" in out and self.train_s > 0:
+      out["flop_s"] = out["step_flops"] * devices * self.steps_timed / self.train_s
+    out.update(data_wait_s=self.wait_s,
+               data_wait_fraction=(self.wait_s / self.train_s
+                                   if self.train_s > 0 else None))
+    return out
+
+
+def _better(value, best, mode):
+  return best is None or (value > best if mode == "max" else value < best)
+
+
+def summarize(scheme, workdir: str, extra: dict) -> dict:
+  """Final and best eval metrics, from metrics.jsonl, plus run figures."""
+  evals = metrics.read_records(os.path.join(workdir, "metrics.jsonl"), "eval")
+  name, mode = scheme.best_metric
+  if scheme.config.eval.best_metric:
+    name = scheme.config.eval.best_metric
+    mode = "min" if "loss" in name or "perplexity" in name else "max"
+  best = None
+  for record in evals:
+    if name in record and _better(record[name], best and best[name], mode):
+      best = record
+  final = evals[-1] if evals else {}
+  return {"final": {k: v for k, v in final.items() if k != "split"},
+          "best": {"metric": name, "value": best and best[name],
+                   "step": best and best["step"]},
+          "steps": scheme.num_steps, **extra,
+          "config": json.loads(config_lib.to_json(scheme.config))}
+
+
+def summary_line(summary: dict, path: str) -> str:
+  name = summary["best"]["metric"]
+  final = summary["final"].get(name)
+  rate = summary.get("examples_per_s") or 0
+  return (f"done: {name}={final:.4g} best={summary['best']['value']:.4g}"
+          f" @ step {summary['best']['step']}, {summary['wall_s']:.1f} s,"
+          f" {rate:,.0f} examples/s -> {path}")
+
+
+def _write_config(workdir: str, config, ckpt, lead: bool) -> None:
+  """Checks a resume against the stored config, then stores this one."""
+  path = os.path.join(workdir, "config.json")
+  if ckpt.latest_step() is not None and os.path.exists(path):
+    with open(path) as f:
+      changed = config_lib.check_resume(config_lib.from_json(f.read()), config)
+    if changed and lead:
+      print("resuming with changed settings: " + "; ".join(changed), flush=True)
+  if lead:  # atomically: other processes may be reading the stored one
+    with open(path + ".tmp", "w") as f:
+      f.write(config_lib.to_json(config))
+    os.replace(path + ".tmp", path)
+
+
+def run(scheme, workdir: str, t_start: float | None = None) -> dict:
+  """Trains (or resumes) `scheme` in `workdir`; returns the summary, or
+  {"preempted": True, "step": s} when SIGTERM (or `scheme.stop_after`)
+  stopped it early with a checkpoint."""
+  timer = Timer(t_start or time.time())
+  config, cfg = scheme.config, scheme.config.train
+  lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  summary_path = os.path.join(workdir, "summary.json")
+  ckpt = checkpoint.Checkpointer(workdir, keep=cfg.keep_checkpoints,
+                                 config_json=config_lib.to_json(config))
+  _write_config(workdir, config, ckpt, lead)
+  inputs = scheme.inputs()
+  state, start = ckpt.restore_latest(scheme.abstract_state(), inputs)
+  if state is None:
+    state, start = scheme.init_state(), 0
+  if lead:
+    print(scheme.describe(state)
+          + (f" | resuming at step {start}" if start else ""), flush=True)
+  if start >= scheme.num_steps and os.path.exists(summary_path):
+    with open(summary_path) as f:
+      summary = json.load(f)
+    if lead:
+      print(summary_line(summary, summary_path), flush=True)
+    ckpt.close()
+    return summary
+
+  writer = metrics.MetricWriter(workdir, enabled=lead)
+  writer.truncate_after(start)
+  names = scheme.nonfinite_leaf_names()
+  watcher = preemption.Watcher()
+  bar = tqdm.tqdm(total=scheme.num_steps, initial=start, desc="train",
+                  unit="step", disable=not (cfg.progress and lead),
+                  file=sys.stdout, dynamic_ncols=True, mininterval=0.5)
+  log = bar.write if lead else (lambda line: None)
+  pending, healths = [], []  # per-step values, still on device
+  health_from = start + 1  # the step of healths[0]
+  timer.restart_interval()
+  step, stopped = start, False
+  try:
+    for step in range(start + 1, scheme.num_steps + 1):
+      batch = timer.next_input(lambda: scheme.next_input(inputs))
+      first = step == start + 1
+      if first:
+        timer.startup = compile_step(scheme.train_step, state, batch)
+      state, step_metrics, health = scheme.train_step(state, batch)
+      if first:  # the one sync outside log intervals: startup's end
+        jax.block_until_ready(health)
+        log(timer.first_step_done())
+      pending.append(step_metrics)
+      healths.append(health)
+      bar.update(1)
+      stopped = watcher.reached(step) or step == scheme.stop_after
+      last = step == scheme.num_steps
+      log_now = step % cfg.log_every == 0 or last
+      eval_now = (step % cfg.eval_every == 0 or last) and not stopped
+      save_now = step % cfg.checkpoint_every == 0 or last or stopped
+      if log_now or eval_now or save_now:
+        # Nothing is logged, evaluated or saved before the steps since the
+        # last check are known to be finite: one small fetch, no other sync.
+        check_health(cfg, jax.device_get(stack_steps(healths)), health_from,
+                     names, log)
+        healths, health_from = [], step + 1
+      if log_now:
+        fetched = jax.device_get(stack_steps(pending))
+        means = {k: float(np.mean(v)) for k, v in fetched.items()}
+        means.update(timer.interval(len(pending),
+                                    timed=step > start + len(pending)))
+        writer.write(step, "train", means)
+        bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+        line = scheme.log_line(step, means)
+        if line:
+          log(line)
+        pending = []
+      if eval_now:
+        eval_metrics = scheme.evaluate(state)
+        writer.write(step, "eval", eval_metrics)
+        log(f"eval   step {step}: " + " ".join(
+            f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
+      if save_now:
+        ckpt.save(step, state, inputs)
+      if stopped and not last:
+        break
+      if log_now:
+        timer.restart_interval()
+  finally:
+    watcher.close()
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+
+  if stopped and step < scheme.num_steps:
+    if lead:
+      print(f"preempted: saved a checkpoint at step {step} of"
+            f" {scheme.num_steps}; run the same command to resume.", flush=True)
+    return {"preempted": True, "step": step}
+
+  summary = summarize(scheme, workdir, {
+      **timer.figures(scheme.examples_per_step, scheme.mesh.size),
+      "resumed_from": start, "processes": jax.process_count(),
+      "devices": scheme.mesh.size, "mesh": dict(scheme.mesh.shape)})
+  summary.update(scheme.finish(state, workdir, summary))
+  if lead:
+    with open(summary_path, "w") as f:
+      json.dump(summary, f, indent=2)
+    print(summary_line(summary, summary_path), flush=True)
+  return summary
