@@ -4,7 +4,9 @@ Both train on the same token lists (gensim's Wikipedia sample, or lee) with
 the same hyper-parameters: dim 100, window 5, min_count 5, sample 1e-3,
 alpha 0.025 -> 1e-4, 5 negatives (ns / nce), 5 epochs; gensim with
 workers=2. Words/s is measured the same way for both: raw corpus words x
-epochs / training wall time, excluding compilation and vocabulary building;
+epochs / training wall time, excluding compilation and vocabulary building
+(ours: the experiment through deeplearn's loop, epochs 2-5, the first holding
+the compilation);
 gensim's own "effective words/s" (words left after min_count and
 subsampling, from its epoch log lines) is shown beside it. Runs alternate
 ours / gensim per seed, so both see the same load on a shared machine.
@@ -14,19 +16,26 @@ ours / gensim per seed, so both see the same load on a shared machine.
 """
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
 import re
+import tempfile
 import time
 
 import numpy as np
 
+from deeplearn import config as config_lib, train
 from deeplearn.language import embeddings_eval, word2vec
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 BATCH = {"sg": 64, "cbow": 64}  # the experiments' center words per step
+# gensim's side; ours reads the same values from experiments/wiki_word2vec_skipgram_ns.py.
 SETTINGS = dict(dim=100, window=5, negatives=5, sample=1e-3, min_count=5, alpha=0.025,
-                min_alpha=1e-4, epochs=5, steps_per_call=1024)
+                min_alpha=1e-4, epochs=5)
 
 
 class _EffectiveRate(logging.Handler):
@@ -42,11 +51,18 @@ class _EffectiveRate(logging.Handler):
       self.rates.append(float(m.group(1)))
 
 
-def run_ours(sentences, arch, loss, seed, batch_size):
-  cfg = dict(SETTINGS, architecture=arch, loss=loss, batch_size=batch_size)
-  words, _, params, info = word2vec.train(sentences, cfg, seed=seed, log=lambda *a: None)
-  result = embeddings_eval.evaluate(words, np.asarray(params["syn0"]))
-  return dict(result, words_per_second=info["words_per_second"], effective=float("nan"))
+def run_ours(dataset, arch, loss, seed, batch_size):
+  """The experiment through deeplearn's loop (as `deeplearn.train` runs it),
+  in a fresh workdir; words/s over the epochs after the first (which holds
+  the compilation): the loop's examples/s."""
+  config = config_lib.from_file(os.path.join(ROOT, "experiments",
+                                             "wiki_word2vec_skipgram_ns.py"))
+  config.model.update(architecture=arch, loss=loss)
+  config.data.update(dataset=dataset, batch_size=batch_size)
+  config.train.update(seed=seed, progress=False, compilation_cache_dir="")
+  with tempfile.TemporaryDirectory() as workdir, contextlib.redirect_stdout(io.StringIO()):
+    summary = train.train_and_evaluate(config, workdir)
+  return dict(summary, effective=float("nan"))
 
 
 def run_gensim(sentences, arch, loss, seed):
@@ -102,7 +118,7 @@ def main():
     for seed in seeds:
       for peer in peers:
         run = (run_gensim(sentences, arch, loss, seed) if peer == "gensim" else
-               run_ours(sentences, arch, loss, seed, int(peer.split("=")[1])))
+               run_ours(args.dataset, arch, loss, seed, int(peer.split("=")[1])))
         peers[peer].append(run)
         print(f"{config} {peer} seed {seed}: {run['words_per_second']:,.0f} words/s, WordSim"
               f" {run['wordsim353_spearman']:.3f}, analogies {run['analogy_accuracy']:.4f},"
