@@ -30,6 +30,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from deeplearn import config as config_lib, data, optim
+from deeplearn.models import layers
 from deeplearn.parallel import async_sgd, local_sgd, mesh as mesh_lib, sharding
 
 
@@ -45,38 +46,43 @@ class TrainState:
 
 
 class MeshStep:
-  """A jitted step that runs, and lowers, with its mesh set (`jax.set_mesh`).
+  """A jitted step that runs, and lowers, with its mesh set (`jax.set_mesh`)
+  and its config's kernel forms (`layers.use_kernels(config.kernels)`).
 
   flax's activation constraints (`nn.with_logical_constraint`) resolve logical
   names to mesh axes only when a mesh is in context at trace time, and
   `jax.set_mesh` cannot be entered inside jit: so the context goes around the
   call. Without it the constraints are silently dropped and XLA propagates
   the parameters' shardings alone (correct, but for the GPT-2 step 4.65
-  instead of 2.87 GiB of temporaries per device, with all-to-alls).
+  instead of 2.87 GiB of temporaries per device, with all-to-alls). The
+  kernel forms go the same way, so that the config chooses them where the
+  step traces (None: "auto", for steps without Conv / Dense).
   """
 
-  def __init__(self, jitted, mesh: jax.sharding.Mesh):
+  def __init__(self, jitted, mesh: jax.sharding.Mesh, kernels=None):
     self.jitted, self.mesh = jitted, mesh
+    self.kernels = {**layers.DEFAULT_KERNELS, **(kernels or {})}  # a copy
 
   def __call__(self, *args):
-    with jax.set_mesh(self.mesh):
+    with jax.set_mesh(self.mesh), layers.use_kernels(self.kernels):
       return self.jitted(*args)
 
   def lower(self, *args):
-    with jax.set_mesh(self.mesh):
+    with jax.set_mesh(self.mesh), layers.use_kernels(self.kernels):
       return self.jitted.lower(*args)
 
 
 def jit_step(fn, mesh: jax.sharding.Mesh, in_shardings, out_shardings=None,
-             *, donate: bool = True) -> MeshStep:
+             *, donate: bool = True, kernels=None) -> MeshStep:
   """`fn(state, *inputs)` jitted with explicit shardings, the state (argument
-  0) donated, run and lowered under `mesh`: every step form goes through it.
+  0) donated, run and lowered under `mesh` and `kernels` (config.kernels):
+  every step form goes through it.
 
   `out_shardings=None` lets XLA choose (eval steps return replicated sums)."""
   kwargs = {} if out_shardings is None else {"out_shardings": out_shardings}
   return MeshStep(jax.jit(fn, in_shardings=in_shardings,
                           donate_argnums=(0,) if donate else (), **kwargs),
-                  mesh)
+                  mesh, kernels)
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
@@ -103,7 +109,8 @@ class Run:
     out = replicated(self.mesh)
     return jit_step(train_step, self.mesh,
                     (self.state_shardings, self.batch_sharding),
-                    (self.state_shardings, out, out))
+                    (self.state_shardings, out, out),
+                    kernels=self.config.get("kernels"))
 
 
 def make_run(config, mesh: jax.sharding.Mesh, rules, info: data.DatasetInfo,
@@ -262,7 +269,8 @@ def make_eval_step(run: Run) -> MeshStep:
       return task.eval_sums(params, state.model_state, batch)
 
   return jit_step(eval_step, run.mesh,
-                  (run.state_shardings, run.batch_sharding), donate=False)
+                  (run.state_shardings, run.batch_sharding), donate=False,
+                  kernels=run.config.get("kernels"))
 
 
 def evaluate(run: Run, eval_step, state, dataset) -> dict[str, float]:
@@ -282,11 +290,22 @@ def num_params(params) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-def abstract_state(run: Run) -> TrainState:
-  """The state's shapes, dtypes and shardings: what a restore fills in."""
+def abstract(init_fn, shardings):
+  """Shapes, dtypes and shardings of what `init_fn()` returns, computing
+  nothing: what a restore fills in. `shardings`: a tree of them, or one for
+  every leaf."""
+  shapes = jax.eval_shape(init_fn)
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, shapes)
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      jax.eval_shape(run.init_fn, run.config.train.seed), run.state_shardings)
+      shapes, shardings)
+
+
+def abstract_state(run: Run) -> TrainState:
+  """The train state's shapes, dtypes and shardings."""
+  return abstract(lambda: run.init_fn(run.config.train.seed),
+                  run.state_shardings)
 
 
 def describe(run: Run) -> str:

@@ -6,16 +6,16 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from deeplearn import (checkpoint, config as config_lib, data, loop, metrics,
-                       step as step_lib, train)
+from deeplearn import (checkpoint, config as config_lib, data, loop, step as step_lib,
+                       train)
 from deeplearn.schemes import supervised
+from run_helpers import start_cli, wait_for_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,29 +66,6 @@ def final_params(workdir, config):
 def assert_states_equal(a, b):
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
-
-
-def n_records(workdir):
-  return len(metrics.read_records(os.path.join(workdir, "metrics.jsonl")))
-
-
-def start_cli(experiment, workdir, *extra, env=None):
-  return subprocess.Popen(
-      [sys.executable, "-m", "deeplearn.train", "--config", experiment,
-       "--workdir", str(workdir), *extra],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=env)
-
-
-def wait_for_records(proc, workdir, count, timeout=120):
-  deadline = time.time() + timeout
-  while n_records(workdir) < count:
-    if proc.poll() is not None:
-      raise AssertionError(f"run ended early: {proc.communicate()[1][-2000:]}")
-    if time.time() > deadline:
-      proc.kill()
-      raise AssertionError(f"no {count} records after {timeout} s")
-    time.sleep(0.02)
 
 
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_identical(

@@ -9,9 +9,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -19,6 +16,7 @@ import pytest
 
 from deeplearn import checkpoint, config as config_lib, metrics, schemes, train
 
+from run_helpers import start_cli, wait_for_records
 import two_optimizer_scheme
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,30 +59,6 @@ def experiment(kind, directory, **train_overrides):
 def env():
   return {**os.environ, "PYTHONPATH": os.pathsep.join(
       [TESTS, os.environ.get("PYTHONPATH", "")])}
-
-
-def start_cli(path, workdir):
-  return subprocess.Popen(
-      [sys.executable, "-m", "deeplearn.train", "--config", path,
-       "--workdir", str(workdir)],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=env())
-
-
-def n_records(workdir):
-  return len(metrics.read_records(os.path.join(str(workdir), "metrics.jsonl"),
-                                  "train"))
-
-
-def wait_for_records(proc, workdir, count, timeout=180):
-  deadline = time.time() + timeout
-  while n_records(workdir) < count:
-    if proc.poll() is not None:
-      raise AssertionError(f"run ended early: {proc.communicate()[1][-2000:]}")
-    if time.time() > deadline:
-      proc.kill()
-      raise AssertionError(f"no {count} records after {timeout} s")
-    time.sleep(0.02)
 
 
 def final_state(kind, path, workdir):
@@ -136,11 +110,11 @@ def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
   # After the first checkpoint is surely written (word2vec: one per epoch).
   kill_at = random.Random().randint(*((50, 250) if total == 300 else (2, 3)))
   workdir = tmp_path / "killed"
-  proc = start_cli(path, workdir)
-  wait_for_records(proc, workdir, kill_at)
+  proc = start_cli(path, workdir, env=env())
+  wait_for_records(proc, workdir, kill_at, timeout=180, split="train")
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  resumed = start_cli(path, workdir)
+  resumed = start_cli(path, workdir, env=env())
   out, err = resumed.communicate(timeout=300)
   assert resumed.returncode == 0, err[-3000:]
   assert "resuming at step" in out, f"killed at record {kill_at}: {out}"
@@ -153,8 +127,9 @@ def test_sigkill_then_resume_is_bitwise_identical(uninterrupted, tmp_path):
 def test_sigterm_saves_at_the_next_step_and_exits_zero(uninterrupted, tmp_path):
   kind, path, reference, _ = uninterrupted
   workdir = tmp_path / "preempted"
-  proc = start_cli(path, workdir)
-  wait_for_records(proc, workdir, 2 if kind == "word2vec" else 20)
+  proc = start_cli(path, workdir, env=env())
+  wait_for_records(proc, workdir, 2 if kind == "word2vec" else 20,
+                   timeout=180, split="train")
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-3000:]
@@ -162,7 +137,7 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(uninterrupted, tmp_path):
   stopped = int(out.split("at step ")[1].split()[0])
   assert (workdir / "checkpoints" / str(stopped)).is_dir()
   assert not (workdir / "summary.json").exists()
-  again = start_cli(path, workdir)
+  again = start_cli(path, workdir, env=env())
   out, err = again.communicate(timeout=300)
   assert again.returncode == 0, err[-3000:]
   assert f"resuming at step {stopped}" in out and "done:" in out

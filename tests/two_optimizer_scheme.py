@@ -102,9 +102,7 @@ class TwoOptimizer(Scheme):
          "rng": jax.random.key_data(rng)}, self._replicated)
 
   def abstract_state(self):
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._replicated),
-        jax.eval_shape(self.init_state))
+    return step_lib.abstract(self.init_state, self._replicated)
 
   def inputs(self):
     return Position()

@@ -88,9 +88,7 @@ class Word2Vec(Scheme):
                              self.cfg["loss"]), self._replicated)
 
   def abstract_state(self):
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._replicated),
-        jax.eval_shape(self.init_state))
+    return step_lib.abstract(self.init_state, self._replicated)
 
   def inputs(self):
     return Position()

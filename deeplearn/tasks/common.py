@@ -44,23 +44,28 @@ def finalize_mean(sums) -> dict:
 
 # eq=False: identity hashing, so that jax.jit(task.loss) can hash the method.
 @dataclasses.dataclass(frozen=True, eq=False)
-class CrossEntropyTask:
+class Task:
+  """What every task holds. Immutable: a step form that needs another model
+  (synchronised batch norm) takes `dataclasses.replace(task, model=...)`."""
+  model: object
+  info: object  # the dataset's DatasetInfo
+  label_smoothing: float = 0.0
+
+  def __post_init__(self):  # a subclass's checks of its fields
+    pass
+
+
+class CrossEntropyTask(Task):
   """Softmax cross-entropy on integer targets `batch[target_key]`.
 
   Targets may carry extra axes (tokens in a sequence); a batch's `mask`
   [batch] weighs whole examples. Sums count every target position.
   `label_smoothing` s trains on (1 - s) one-hot + s / classes targets; the
   training `loss` is that objective, evaluation's the plain cross-entropy.
-  Immutable: a step form that needs another model (synchronised batch norm)
-  takes `dataclasses.replace(task, model=...)`.
   """
   target_key: ClassVar[str]
   input_dtype: ClassVar[jnp.dtype]
   best_metric: ClassVar[tuple[str, str]]
-
-  model: object
-  info: object
-  label_smoothing: float = 0.0
 
   def init_variables(self, rng, batch_size: int = 1):
     inputs = jnp.zeros((batch_size, *self.info.input_shape), self.input_dtype)

@@ -17,7 +17,6 @@ taken from the next query's date; a few such mixes are not real dates),
 chance 1 / 4.
 """
 
-import dataclasses
 from typing import ClassVar
 
 import jax
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from deeplearn.data.builders.dates import TARGET_LEN
+from deeplearn.tasks.common import Task
 
 # "YYYY-MM-DD" + EOS: where each field sits in an ISO target.
 FIELDS = (slice(0, 4), slice(5, 7), slice(8, 10))
@@ -42,13 +42,8 @@ def hard_negatives(targets):
 
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class PairRanking:
+class PairRanking(Task):
   best_metric: ClassVar = ("mrr", "max")
-
-  model: object
-  info: object
-  label_smoothing: float = 0.0
 
   def __post_init__(self):
     if self.label_smoothing:

@@ -12,7 +12,6 @@ decoding equals the target exactly (through EOS), the figure a translation of
 dates is judged by (for WMT, a strict floor under BLEU).
 """
 
-import dataclasses
 from typing import ClassVar
 
 import jax
@@ -20,15 +19,11 @@ import jax.numpy as jnp
 import optax
 
 from deeplearn.models.seq2seq import greedy_decode
+from deeplearn.tasks.common import Task
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Seq2Seq:
+class Seq2Seq(Task):
   best_metric: ClassVar = ("exact_match", "max")
-
-  model: object
-  info: object
-  label_smoothing: float = 0.0
 
   @property
   def bos_id(self):
