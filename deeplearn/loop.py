@@ -207,6 +207,68 @@ def _write_config(workdir: str, config, ckpt, lead: bool) -> None:
     os.replace(path + ".tmp", path)
 
 
+class Ledger:
+  """What the loop writes down as it goes: each step's metrics and health
+  (kept on the device until a log interval), the progress bar, metrics.jsonl
+  and TensorBoard, the timing. Only process 0 prints and writes."""
+
+  def __init__(self, scheme, workdir: str, start: int, timer: Timer):
+    self.scheme, self.cfg, self.timer = scheme, scheme.config.train, timer
+    self.lead = jax.process_index() == 0
+    self.writer = metrics.MetricWriter(workdir, enabled=self.lead)
+    self.writer.truncate_after(start)
+    self.bar = tqdm.tqdm(total=scheme.num_steps, initial=start, desc="train",
+                         unit="step", disable=not (self.cfg.progress and self.lead),
+                         file=sys.stdout, dynamic_ncols=True, mininterval=0.5)
+    self.names = scheme.nonfinite_leaf_names()
+    self.start, self.pending, self.healths = start, [], []
+    self.health_from = start + 1  # the step of healths[0]
+
+  def log(self, line: str) -> None:
+    if self.lead:
+      self.bar.write(line)
+
+  def compile(self, train_step, state, batch) -> None:
+    self.timer.startup = compile_step(train_step, state, batch)
+
+  def add(self, step: int, step_metrics, health) -> None:
+    if step == self.start + 1:  # the one sync outside log intervals: startup's end
+      jax.block_until_ready(health)
+      self.log(self.timer.first_step_done())
+    self.pending.append(step_metrics)
+    self.healths.append(health)
+    self.bar.update(1)
+
+  def check_health(self, step: int) -> None:
+    """Raises at a non-finite step the policy does not allow. Nothing is
+    logged, evaluated or saved before the steps since the last check are
+    known to be finite: one small fetch, no other sync."""
+    check_health(self.cfg, jax.device_get(stack_steps(self.healths)),
+                 self.health_from, self.names, self.log)
+    self.healths, self.health_from = [], step + 1
+
+  def train_metrics(self, step: int) -> None:
+    fetched = jax.device_get(stack_steps(self.pending))
+    means = {k: float(np.mean(v)) for k, v in fetched.items()}
+    means.update(self.timer.interval(
+        len(self.pending), timed=step > self.start + len(self.pending)))
+    self.writer.write(step, "train", means)
+    self.bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
+    line = self.scheme.log_line(step, means)
+    if line:
+      self.log(line)
+    self.pending = []
+
+  def eval_metrics(self, step: int, values: dict) -> None:
+    self.writer.write(step, "eval", values)
+    self.log(f"eval   step {step}: " + " ".join(
+        f"{k}={v:.4g}" for k, v in sorted(values.items())))
+
+  def close(self) -> None:
+    self.bar.close()
+    self.writer.close()
+
+
 def run(scheme, workdir: str, t_start: float | None = None) -> dict:
   """Trains (or resumes) `scheme` in `workdir`; returns the summary, or
   {"preempted": True, "step": s} when SIGTERM (or `scheme.stop_after`)
@@ -234,58 +296,28 @@ def run(scheme, workdir: str, t_start: float | None = None) -> dict:
     ckpt.close()
     return summary
 
-  writer = metrics.MetricWriter(workdir, enabled=lead)
-  writer.truncate_after(start)
-  names = scheme.nonfinite_leaf_names()
+  ledger = Ledger(scheme, workdir, start, timer)
   watcher = preemption.Watcher()
-  bar = tqdm.tqdm(total=scheme.num_steps, initial=start, desc="train",
-                  unit="step", disable=not (cfg.progress and lead),
-                  file=sys.stdout, dynamic_ncols=True, mininterval=0.5)
-  log = bar.write if lead else (lambda line: None)
-  pending, healths = [], []  # per-step values, still on device
-  health_from = start + 1  # the step of healths[0]
   timer.restart_interval()
   step, stopped = start, False
   try:
     for step in range(start + 1, scheme.num_steps + 1):
       batch = timer.next_input(lambda: scheme.next_input(inputs))
-      first = step == start + 1
-      if first:
-        timer.startup = compile_step(scheme.train_step, state, batch)
+      if step == start + 1:
+        ledger.compile(scheme.train_step, state, batch)
       state, step_metrics, health = scheme.train_step(state, batch)
-      if first:  # the one sync outside log intervals: startup's end
-        jax.block_until_ready(health)
-        log(timer.first_step_done())
-      pending.append(step_metrics)
-      healths.append(health)
-      bar.update(1)
+      ledger.add(step, step_metrics, health)
       stopped = watcher.reached(step) or step == scheme.stop_after
       last = step == scheme.num_steps
       log_now = step % cfg.log_every == 0 or last
       eval_now = (step % cfg.eval_every == 0 or last) and not stopped
       save_now = step % cfg.checkpoint_every == 0 or last or stopped
       if log_now or eval_now or save_now:
-        # Nothing is logged, evaluated or saved before the steps since the
-        # last check are known to be finite: one small fetch, no other sync.
-        check_health(cfg, jax.device_get(stack_steps(healths)), health_from,
-                     names, log)
-        healths, health_from = [], step + 1
+        ledger.check_health(step)
       if log_now:
-        fetched = jax.device_get(stack_steps(pending))
-        means = {k: float(np.mean(v)) for k, v in fetched.items()}
-        means.update(timer.interval(len(pending),
-                                    timed=step > start + len(pending)))
-        writer.write(step, "train", means)
-        bar.set_postfix(loss=f"{means['loss']:.4g}", refresh=False)
-        line = scheme.log_line(step, means)
-        if line:
-          log(line)
-        pending = []
+        ledger.train_metrics(step)
       if eval_now:
-        eval_metrics = scheme.evaluate(state)
-        writer.write(step, "eval", eval_metrics)
-        log(f"eval   step {step}: " + " ".join(
-            f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
+        ledger.eval_metrics(step, scheme.evaluate(state))
       if save_now:
         ckpt.save(step, state, inputs)
       if stopped and not last:
@@ -294,10 +326,9 @@ def run(scheme, workdir: str, t_start: float | None = None) -> dict:
         timer.restart_interval()
   finally:
     watcher.close()
-    bar.close()
+    ledger.close()
     ckpt.wait()
     ckpt.close()
-    writer.close()
 
   if stopped and step < scheme.num_steps:
     if lead:
