@@ -119,6 +119,11 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict({"data": -1})
   c.sharding = ml_collections.ConfigDict({"rules": DATA_PARALLEL_RULES})
+  # The forms Conv / Dense compute in (deeplearn/models/layers.py): conv
+  # auto | xla | im2col, dot auto | xla | 2d; "auto" by the backend (CPU: im2col
+  # for unpadded convolutions, 2-D matmuls). $DEEPLEARN_CONV_IMPL and
+  # $DEEPLEARN_DOT_IMPL, when set, override these.
+  c.kernels = ml_collections.ConfigDict({"conv": "auto", "dot": "auto"})
 
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = 0  # one of num_steps / num_epochs
@@ -288,6 +293,8 @@ RESUME_SAFE = (
     "train.compilation_cache_dir", "train.stop_after_epochs",
     "data.data_dir", "data.manual_dir", "data.num_workers", "data.eval_batch_size",
     "data.eval_split", "data.prepare", "eval", "mesh", "sharding",
+    # The same functions computed in other forms (like a new mesh: rounding).
+    "kernels",
     # Progressive resizing (e.g. imagenet_resnet50's low_res phase, then full
     # size): new preprocessing of the same examples in the same order. The
     # resumed run then differs from an uninterrupted one by design; the

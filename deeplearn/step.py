@@ -47,7 +47,7 @@ class TrainState:
 
 class MeshStep:
   """A jitted step that runs, and lowers, with its mesh set (`jax.set_mesh`)
-  and its config's kernel forms (`layers.use_kernels(config.kernels)`).
+  and its config's kernel forms (`layers.Kernels(config.kernels)`).
 
   flax's activation constraints (`nn.with_logical_constraint`) resolve logical
   names to mesh axes only when a mesh is in context at trace time, and
@@ -61,14 +61,14 @@ class MeshStep:
 
   def __init__(self, jitted, mesh: jax.sharding.Mesh, kernels=None):
     self.jitted, self.mesh = jitted, mesh
-    self.kernels = {**layers.DEFAULT_KERNELS, **(kernels or {})}  # a copy
+    self.kernels = layers.Kernels(kernels)
 
   def __call__(self, *args):
-    with jax.set_mesh(self.mesh), layers.use_kernels(self.kernels):
+    with jax.set_mesh(self.mesh), self.kernels:
       return self.jitted(*args)
 
   def lower(self, *args):
-    with jax.set_mesh(self.mesh), layers.use_kernels(self.kernels):
+    with jax.set_mesh(self.mesh), self.kernels:
       return self.jitted.lower(*args)
 
 

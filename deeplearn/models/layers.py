@@ -1,6 +1,6 @@
 """Pieces shared by the model families: logically named initialisers, initialisers
-by name, PyTorch's default initialiser (to replicate PyTorch reference models) and the
-activation lookup.
+by name, PyTorch's default initialiser (to replicate PyTorch reference models), the
+activation lookup, and Conv / Dense with their CPU forms.
 
 Logical axis names (`embed`, `mlp`, `vocab`, `conv_in`, `conv_out`, ...) are attached
 to parameters at init time; an experiment's sharding rules map them to mesh axes
@@ -8,8 +8,19 @@ to parameters at init time; an experiment's sharding rules map them to mesh axes
 deeplearn/config.py). Narrow names (`embed`, `conv_in`) are axes a layer reads
 whole; wide ones (`mlp`, `heads`, `conv_out`) are those that tensor parallelism
 splits; consecutive layers alternate the two.
+
+Kernel forms. `Conv` and `Dense` each compute in one of two forms (im2col or XLA's
+convolution; one 2-D matmul or XLA's dot), chosen by `config.kernels` and so recorded
+in config.json. The choice travels as a context, `Kernels(config.kernels)`, that
+`deeplearn.step.MeshStep` enters around tracing, beside the mesh: a field would have
+to pass through every family's constructor down to each layer, for parameters and
+checkpoints that are the same either way. Outside a step (init, sampling, tests) the
+forms are "auto". $DEEPLEARN_CONV_IMPL / $DEEPLEARN_DOT_IMPL, when set, win over the
+config (a benchmark's A/B switch); the run's first line then says so
+(`describe_kernels`).
 """
 
+import contextvars
 import itertools
 import math
 import os
@@ -108,6 +119,114 @@ def activation(name: str):
   return fn
 
 
+# --- Which form: config.kernels -------------------------------------------------------
+#
+# The layers below each have a CPU form (the measurements are beside them) and XLA's
+# own; config.kernels chooses, "auto" by the backend. See the module docstring for how
+# the choice reaches them.
+CONV_IMPLS = ("auto", "xla", "im2col")
+CONV_IMPL_ENV = "DEEPLEARN_CONV_IMPL"
+DOT_IMPLS = ("auto", "xla", "2d")
+DOT_IMPL_ENV = "DEEPLEARN_DOT_IMPL"
+# config.kernels: key -> its choices, and the environment variable that overrides it.
+KERNELS = {"conv": CONV_IMPLS, "dot": DOT_IMPLS}
+KERNEL_ENVS = {"conv": CONV_IMPL_ENV, "dot": DOT_IMPL_ENV}
+DEFAULT_KERNELS = {"conv": "auto", "dot": "auto"}
+
+# The step's config.kernels while it traces (`Kernels`); None outside a step.
+# A context variable, as nn.logical_axis_rules: set and reset around each trace, so
+# no choice outlives the step that made it.
+_KERNELS = contextvars.ContextVar("deeplearn_kernels", default=None)
+
+
+def _as_dict(kernels) -> dict:
+  return dict(kernels.to_dict() if hasattr(kernels, "to_dict") else kernels or {})
+
+
+def check_kernels(kernels) -> None:
+  """Raises ValueError naming the key and its choices unless `kernels`
+  (config.kernels) and the overriding environment variables are valid."""
+  for key, value in _as_dict(kernels).items():
+    if key not in KERNELS:
+      raise ValueError(f"config.kernels.{key} is not a kernel choice; "
+                       f"{did_you_mean(key, KERNELS)}use {sorted(KERNELS)}.")
+    if value not in KERNELS[key]:
+      raise ValueError(f"config.kernels.{key}={value!r} is not a form; "
+                       f"{did_you_mean(value, KERNELS[key])}use one of {KERNELS[key]}.")
+  for key, env in KERNEL_ENVS.items():
+    value = os.environ.get(env)
+    if value and value not in KERNELS[key]:
+      raise ValueError(f"${env}={value!r} (overriding config.kernels.{key}) is not a"
+                       f" form; {did_you_mean(value, KERNELS[key])}use one of"
+                       f" {KERNELS[key]}, or unset it.")
+
+
+class Kernels:
+  """config.kernels, checked: within `with Kernels(config.kernels):` Conv and Dense
+  trace in the forms it names. `deeplearn.step.MeshStep` holds one and enters it
+  around every call (checked once here: entering costs under a microsecond)."""
+
+  def __init__(self, kernels=None):
+    check_kernels(kernels)
+    self.kernels = {**DEFAULT_KERNELS, **_as_dict(kernels)}
+    self._tokens = []
+
+  def __enter__(self):
+    self._tokens.append(_KERNELS.set(self.kernels))
+    return self
+
+  def __exit__(self, *exc_info):
+    _KERNELS.reset(self._tokens.pop())
+
+
+def _chosen(key: str, kernels=None) -> tuple[str, str | None]:
+  """(form, the environment variable that set it or None): that variable if set,
+  else `kernels[key]` (default: the step's, `Kernels`), else "auto"."""
+  given = _KERNELS.get() if kernels is None else _as_dict(kernels)
+  check_kernels({key: (given or {}).get(key, "auto")})  # and the environment's
+  env = KERNEL_ENVS[key]
+  if os.environ.get(env):
+    return os.environ[env], env
+  return (given or {}).get(key, "auto"), None
+
+
+def conv_impl(kernels=None) -> str:
+  """How `conv_general_dilated` computes a convolution: config.kernels.conv (or
+  $DEEPLEARN_CONV_IMPL), one of CONV_IMPLS, read at trace time. "auto" (the default)
+  means im2col for unpadded convolutions when jax's default backend is the CPU, XLA's
+  own otherwise; "xla" and "im2col" force one (im2col only where `im2col_conv` covers
+  the convolution)."""
+  impl = _chosen("conv", kernels)[0]
+  if impl == "auto" and jax.default_backend() != "cpu":
+    impl = "xla"
+  return impl
+
+
+def dot_impl(kernels=None) -> str:
+  """How `dot_general` computes a dense product: config.kernels.dot (or
+  $DEEPLEARN_DOT_IMPL), one of DOT_IMPLS, read at trace time. "auto" (the default) is
+  "2d" when jax's default backend is the CPU and "xla" elsewhere."""
+  impl = _chosen("dot", kernels)[0]
+  if impl == "auto":
+    impl = "2d" if jax.default_backend() == "cpu" else "xla"
+  return impl
+
+
+def describe_kernels(kernels) -> str:
+  """The forms `kernels` (config.kernels) resolve to on this backend, for a run's
+  first line: "kernels conv=im2col dot=2d", "auto" resolved, overrides named."""
+  parts = []
+  for key, resolve in (("conv", conv_impl), ("dot", dot_impl)):
+    impl, env = resolve(kernels), _chosen(key, kernels)[1]
+    if impl == "auto":  # conv on CPU: chosen per convolution
+      impl = "im2col(unpadded)/xla(padded)"
+    if env:
+      impl += (f" (${env} overrides config.kernels.{key}="
+               f"{_as_dict(kernels).get(key, 'auto')!r})")
+    parts.append(f"{key}={impl}")
+  return "kernels " + " ".join(parts)
+
+
 # --- Convolution as im2col + one matmul (XLA:CPU) ---------------------------------------
 #
 # XLA:CPU runs an unpadded ("VALID") convolution's forward pass near the matmul peak, but
@@ -123,21 +242,6 @@ def activation(name: str):
 # LeNet-5's, 3x3 and 5x5 with 32-64 channels, 1-D k5, 5x5 stride 2, 1x1 with 256
 # outputs); padded ("SAME") ones 0.27-0.82x (3x3 / 5x5 / 7x7 SAME, AlexNet's 11x11
 # stride-4 stem with padding 2): there XLA's own is kept. On accelerators XLA's always.
-CONV_IMPLS = ("auto", "xla", "im2col")
-CONV_IMPL_ENV = "DEEPLEARN_CONV_IMPL"
-
-
-def conv_impl() -> str:
-  """How `conv_general_dilated` computes a convolution: $DEEPLEARN_CONV_IMPL, one of
-  CONV_IMPLS, read at trace time. "auto" (the default) means im2col for unpadded
-  convolutions when jax's default backend is the CPU, XLA's own otherwise; "xla" and
-  "im2col" force one (im2col only where `im2col_conv` covers the convolution)."""
-  impl = os.environ.get(CONV_IMPL_ENV, "auto") or "auto"
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"${CONV_IMPL_ENV}={impl!r}: use one of {CONV_IMPLS}")
-  if impl == "auto" and jax.default_backend() != "cpu":
-    impl = "xla"
-  return impl
 
 
 def _canonical(dimension_numbers, ndim: int) -> bool:
@@ -223,20 +327,6 @@ class Conv(nn.Conv):
 # gradients, float32, 2 cores, jax 0.10.2, November 2026: [12, 64, 128] x [128, 512]
 # 1.71 ms vs 1.02 ms; [64, 256, 384] x [384, 1536] 412 vs 238 ms). On CPU the layers
 # below merge them; elsewhere the dot_general is left to XLA as written.
-DOT_IMPLS = ("auto", "xla", "2d")
-DOT_IMPL_ENV = "DEEPLEARN_DOT_IMPL"
-
-
-def dot_impl() -> str:
-  """How `dot_general` computes a dense product: $DEEPLEARN_DOT_IMPL, one of DOT_IMPLS,
-  read at trace time. "auto" (the default) is "2d" when jax's default backend is the
-  CPU and "xla" elsewhere."""
-  impl = os.environ.get(DOT_IMPL_ENV, "auto") or "auto"
-  if impl not in DOT_IMPLS:
-    raise ValueError(f"${DOT_IMPL_ENV}={impl!r}: use one of {DOT_IMPLS}")
-  if impl == "auto":
-    impl = "2d" if jax.default_backend() == "cpu" else "xla"
-  return impl
 
 
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,

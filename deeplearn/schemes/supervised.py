@@ -10,6 +10,7 @@ split supplies the batches and checkpoints its position.
 import jax
 
 from deeplearn import config as config_lib, data, models, step as step_lib, tasks
+from deeplearn.models import layers
 from deeplearn.parallel import forms, mesh as mesh_lib, sharding
 from deeplearn.schemes.base import Scheme
 
@@ -24,6 +25,7 @@ def build(config, devices=None) -> step_lib.Run:
       config, num_batch_shards=sharding.num_batch_shards(rules, mesh),
       process_count=jax.process_count())
   forms.check(config, mesh, rules)
+  layers.check_kernels(config.get("kernels"))
   info = data.get_info(config.data)
   for key, value in (("num_classes", info.num_classes),
                      ("vocab_size", info.vocab_size)):
@@ -84,7 +86,8 @@ class Supervised(Scheme):
 
   def describe(self, state) -> str:
     return (f"{step_lib.describe(self.run)} |"
-            f" {step_lib.num_params(state.params):,} params")
+            f" {step_lib.num_params(state.params):,} params |"
+            f" {layers.describe_kernels(self.config.get('kernels'))}")
 
   def finish(self, state, workdir: str, summary: dict) -> dict:
     del workdir, summary
