@@ -14,7 +14,7 @@ import os
 import tempfile
 
 import ml_collections
-from ml_collections import config_dict
+from ml_collections import config_dict, config_flags
 
 # Logical axis -> mesh axes, MaxText/t5x style: an experiment picks a table and
 # a mesh (`config.sharding.rules = MODEL_PARALLEL_RULES`, `config.mesh.model = 2`).
@@ -175,6 +175,22 @@ def did_you_mean(name, choices) -> str:
   return f"did you mean {close[0]!r}? " if close else ""
 
 
+def check_choice(key: str, value, choices, what: str = "") -> None:
+  """Raises unless `value` is one of `choices`, e.g. "config.optimizer.name=
+  'adma' is not an optimizer; did you mean 'adam'? use one of [...]." """
+  if value not in choices:
+    raise ValueError(f"{key}={value!r}{' is not ' + what if what else ''}; "
+                     f"{did_you_mean(value, choices)}use one of {list(choices)}.")
+
+
+def define_config_flag():
+  """The --config flag of the entry points: an experiment file with an
+  optional :variant, loaded locked (a misspelled override fails)."""
+  return config_flags.DEFINE_config_file(
+      "config", None, "Experiment file, optionally with :variant.",
+      lock_config=True)
+
+
 def from_file(spec: str) -> ml_collections.ConfigDict:
   """Loads `path/to/experiment.py[:variant]` as the --config flag does."""
   path, _, arg = spec.partition(":")
@@ -241,13 +257,8 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
         " unset. Under the jit step the batch statistics are already over the"
         " whole (sharded) batch, and a named axis does not exist there; the"
         " shard_map step (config.train.step_form='shard_map') sets it itself.")
-  averaging = ("none", "ema", "polyak")
-  if config.optimizer.averaging not in averaging:
-    raise ValueError(
-        f"config.optimizer.averaging={config.optimizer.averaging!r} is not a"
-        " weight averaging; "
-        f"{did_you_mean(config.optimizer.averaging, averaging)}use one of"
-        f" {list(averaging)}.")
+  check_choice("config.optimizer.averaging", config.optimizer.averaging,
+               ("none", "ema", "polyak"), "a weight averaging")
 
 
 def multiples_near(size: int, factor: int) -> str:

@@ -62,7 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deeplearn import step as step_lib, train
+from deeplearn import config as config_lib, step as step_lib, train
 from deeplearn.hlo import KINDS, HloModule, loop_factor, parse_collectives
 from deeplearn.config import did_you_mean
 from deeplearn.models import moe
@@ -510,10 +510,7 @@ def format_report(report: Report, top: int = 12) -> str:
 
 
 def main():
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flag = config_flags.DEFINE_config_file(
-      "config", None, "Experiment file, optionally with :variant.",
-      lock_config=True)
+  config_flag = config_lib.define_config_flag()
   topology = flags.DEFINE_string(
       "topology", None, "Compile for this TPU slice instead, e.g. v5e:4x4"
       f" ({TOPOLOGY_EXAMPLES}); needs libtpu: pip install -e '.[tpu]'.")

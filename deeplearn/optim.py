@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from deeplearn.config import did_you_mean
+from deeplearn.config import check_choice
 from deeplearn.parallel import async_sgd, local_sgd
 
 OPTIMIZERS = ("sgd", "adagrad", "adam", "adamw", "lars", "lamb")
@@ -29,10 +29,7 @@ DECAYED_NAMES = ("kernel", "embedding")
 
 def decay_mask(name: str):
   """None (decay every parameter) or a params -> bool-tree mask for optax."""
-  if name not in DECAY_MASKS:
-    raise ValueError(f"config.optimizer.decay_mask={name!r}; "
-                     f"{did_you_mean(name, DECAY_MASKS)}use one of"
-                     f" {list(DECAY_MASKS)}.")
+  check_choice("config.optimizer.decay_mask", name, DECAY_MASKS)
   if name == "all":
     return None
 
@@ -47,10 +44,7 @@ def decay_mask(name: str):
 def make_schedule(sched_cfg, learning_rate: float,
                   total_steps: int) -> optax.Schedule:
   name = sched_cfg.name
-  if name not in SCHEDULES:
-    raise ValueError(f"config.schedule.name={name!r} is not a schedule; "
-                     f"{did_you_mean(name, SCHEDULES)}use one of"
-                     f" {list(SCHEDULES)}.")
+  check_choice("config.schedule.name", name, SCHEDULES, "a schedule")
   warmup = int(sched_cfg.warmup_steps)
   if warmup >= total_steps > 0:
     raise ValueError(f"config.schedule.warmup_steps={warmup} must be smaller"
@@ -75,10 +69,7 @@ def make_schedule(sched_cfg, learning_rate: float,
 
 def make_optimizer(opt_cfg, schedule: optax.Schedule):
   name = opt_cfg.name
-  if name not in OPTIMIZERS:
-    raise ValueError(f"config.optimizer.name={name!r} is not an optimizer; "
-                     f"{did_you_mean(name, OPTIMIZERS)}use one of"
-                     f" {list(OPTIMIZERS)}.")
+  check_choice("config.optimizer.name", name, OPTIMIZERS, "an optimizer")
   mask = decay_mask(opt_cfg.decay_mask)
   if name == "sgd":
     core = optax.sgd(schedule, momentum=opt_cfg.momentum or None,

@@ -38,10 +38,7 @@ def quiet_library_logs():
 
 
 def main():
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  config_flag = config_flags.DEFINE_config_file(
-      "config", None, "Experiment file, optionally with :variant.",
-      lock_config=True)
+  config_flag = config_lib.define_config_flag()
   workdir_flag = flags.DEFINE_string(
       "workdir", None, "Where checkpoints, metrics and summary.json go;"
       " re-use it to resume.")

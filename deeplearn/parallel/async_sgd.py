@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from deeplearn.config import did_you_mean
+from deeplearn.config import check_choice
 
 # How the delays come about: "fixed" (given per replica), or drawn every step
 # per replica, at most K: "uniform" on {0..K}, "geometric" P(d) ~ 2^-d (most
@@ -122,10 +122,7 @@ def check(config) -> None:
   """Asynchronous SGD's config checks; raises naming the key and the fix."""
   opt, train = config.optimizer, config.train
   dists = DISTRIBUTIONS[:1] + ("spread",) + DISTRIBUTIONS[1:]
-  if opt.staleness_dist not in dists:
-    raise ValueError(
-        f"config.optimizer.staleness_dist={opt.staleness_dist!r}; "
-        f"{did_you_mean(opt.staleness_dist, dists)}use one of {list(dists)}.")
+  check_choice("config.optimizer.staleness_dist", opt.staleness_dist, dists)
   if opt.staleness < 0 or opt.replicas < 1:
     raise ValueError(
         f"config.optimizer.staleness={opt.staleness} must be >= 0 and"
