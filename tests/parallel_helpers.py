@@ -11,6 +11,11 @@ from deeplearn.parallel import data_parallel, sharding
 
 STEPS = 5
 RTOL = 1e-5
+# Final states, after STEPS updates, may differ by float32 reduction order
+# more than one step's metrics: up to 2.4e-5 of a leaf's scale was seen (one
+# kernel entry of the model-parallel convnet, on one CPU). A wrong layout or
+# a missing collective differs by orders of magnitude more.
+STATE_ATOL = 1e-4
 
 
 def global_batches(config):
@@ -45,8 +50,9 @@ def run_steps(run, step, init, batches, pmap=False):
 
 
 def assert_same_run(got, want):
-  """Same metrics every step, same health, same final state (params,
-  optimizer state, batch statistics, averaged weights) to RTOL."""
+  """Same metrics every step (to RTOL), same health, same final state
+  (params, optimizer state, batch statistics, averaged weights) to RTOL and
+  STATE_ATOL of each leaf's scale."""
   (got_metrics, got_health, got_state), (metrics, health, state) = got, want
   assert got_health == health
   for a, b in zip(got_metrics, metrics, strict=True):
@@ -58,5 +64,5 @@ def assert_same_run(got, want):
                           jax.tree.leaves(state)):
     # Relative to the leaf's scale: entries near zero have no relative digits.
     np.testing.assert_allclose(
-        a, b, rtol=RTOL, atol=RTOL * np.max(np.abs(b), initial=0.0),
+        a, b, rtol=RTOL, atol=STATE_ATOL * np.max(np.abs(b), initial=0.0),
         err_msg=jax.tree_util.keystr(path))
