@@ -182,6 +182,11 @@ class Transformer(nn.Module):
   .moe), each of `mlp_dim`; in training the model sows into "aux_loss" the
   sum over those layers of the load-balancing loss, with `moe_aux_weight`,
   and the mean dropped fraction, with weight 0 (reported only).
+
+  The forward pass is three compact methods, `embed`, `blocks` and `logits`,
+  so that `model.apply(variables, ..., method=...)` runs one alone on the
+  same parameters: pipeline parallelism (deeplearn.parallel.pipeline) runs
+  them on different stages.
   """
   vocab_size: int
   max_len: int = 1024
@@ -228,25 +233,43 @@ class Transformer(nn.Module):
       raise ValueError(f"Sequences of {length} tokens exceed config.model.max_len="
                        f"{self.max_len}: raise max_len or lower config.data.seq_len.")
 
-  @nn.compact
   def __call__(self, inputs, *, train: bool):
-    self._check(inputs.shape[1])
-    dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+    return self.logits(self.blocks(self.embed(inputs, train), train))
+
+  @nn.nowrap
+  def _padded_vocab(self):  # rows of the embedding / output layer
+    m = self.vocab_pad_multiple
+    return -(-self.vocab_size // m) * m
+
+  @nn.nowrap
+  def _wte(self):
+    """The token embedding. `embed` and tied `logits` each create it, under
+    one name: both bind the same parameters."""
     # Vocabulary-parallel embedding when vocab -> model: each device holds a
     # slice of the vocabulary; the gather becomes a masked lookup + all-reduce.
-    m = self.vocab_pad_multiple
-    padded_vocab = -(-self.vocab_size // m) * m
-    wte = nn.Embed(padded_vocab, self.embed_dim, dtype=dtype,
-                   param_dtype=param_dtype, name="wte",
-                   embedding_init=_named(_normal(0.02), ("vocab", "embed")))
-    wpe = nn.Embed(self.max_len, self.embed_dim, dtype=dtype,
-                   param_dtype=param_dtype, name="wpe",
+    return nn.Embed(self._padded_vocab(), self.embed_dim,
+                    dtype=jnp.dtype(self.dtype),
+                    param_dtype=jnp.dtype(self.param_dtype), name="wte",
+                    embedding_init=_named(_normal(0.02), ("vocab", "embed")))
+
+  @nn.compact
+  def embed(self, inputs, train: bool):
+    """Token + position embeddings: int tokens -> [batch, length, embed]."""
+    self._check(inputs.shape[1])
+    wpe = nn.Embed(self.max_len, self.embed_dim, dtype=jnp.dtype(self.dtype),
+                   param_dtype=jnp.dtype(self.param_dtype), name="wpe",
                    embedding_init=_named(_normal(0.02), ("length", "embed")))
     positions = jnp.arange(inputs.shape[1])[None]  # [1, length]
-    x = wte(inputs) + wpe(positions)  # [batch, length, embed]
+    x = self._wte()(inputs) + wpe(positions)  # [batch, length, embed]
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
+  @nn.compact
+  def blocks(self, x, train: bool, num_layers: int | None = None):
+    """The blocks on activations [batch, length, embed]. With scan_layers,
+    `num_layers` (default the model's) is how many the scanned parameters
+    hold: a pipeline stage runs its slice of the `layers` axis."""
+    dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
     block = Block
     if self.remat != "none":
       # Under nn.scan the loop already keeps XLA from merging the recomputation
@@ -258,36 +281,40 @@ class Transformer(nn.Module):
                  dtype=dtype, param_dtype=param_dtype,
                  out_init_std=0.02 / (2 * self.num_layers) ** 0.5)
     if self.scan_layers:
-      stack = nn.scan(block, length=self.num_layers,
+      stack = nn.scan(block, length=num_layers or self.num_layers,
                       variable_axes={"params": 0},
                       split_rngs={"params": True, "dropout": True},
                       metadata_params={nn.PARTITION_NAME: "layers"})
-      x, _ = stack(name="blocks", **layer)(x, None)
-    else:
-      moe = dict(num_experts=self.moe_experts, top_k=self.moe_top_k,
-                 capacity_factor=self.moe_capacity_factor, mode=self.moe_mode,
-                 noisy_gating=self.moe_noisy_gating)
-      stats = []
-      for i in range(self.num_layers):
-        is_moe = self.moe_experts and i % self.moe_every == self.moe_every - 1
-        x, s = block(name=f"block_{i}", moe=moe if is_moe else None, **layer)(x)
-        stats += [s] if is_moe else []
-      if stats and train:  # into deeplearn.tasks.common.AUX_LOSSES (not
-        # at init, which would store them as model state)
-        self.sow("aux_loss", "moe_aux_loss", (self.moe_aux_weight, sum(
-            s["load_balancing_loss"] for s in stats)))
-        self.sow("aux_loss", "moe_dropped", (0.0, sum(
-            s["dropped"] for s in stats) / len(stats)))
+      return stack(name="blocks", **layer)(x, None)[0]
+    moe = dict(num_experts=self.moe_experts, top_k=self.moe_top_k,
+               capacity_factor=self.moe_capacity_factor, mode=self.moe_mode,
+               noisy_gating=self.moe_noisy_gating)
+    stats = []
+    for i in range(self.num_layers):
+      is_moe = self.moe_experts and i % self.moe_every == self.moe_every - 1
+      x, s = block(name=f"block_{i}", moe=moe if is_moe else None, **layer)(x)
+      stats += [s] if is_moe else []
+    if stats and train:  # into deeplearn.tasks.common.AUX_LOSSES (not
+      # at init, which would store them as model state)
+      self.sow("aux_loss", "moe_aux_loss", (self.moe_aux_weight, sum(
+          s["load_balancing_loss"] for s in stats)))
+      self.sow("aux_loss", "moe_dropped", (0.0, sum(
+          s["dropped"] for s in stats) / len(stats)))
+    return x
 
+  @nn.compact
+  def logits(self, x):
+    """Final LayerNorm and output layer: float32 [batch, length, vocab_size]."""
+    dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
     x = _layer_norm(dtype, param_dtype, "ln_f")(x)
     if self.tie_embeddings:
       # wte.attend(x), as one 2-D matmul on CPU; [batch, length, vocab]
-      logits = layers.dot_general(x, wte.embedding.astype(dtype), (((2,), (1,)), ((), ())))
+      logits = layers.dot_general(x, self._wte().embedding.astype(dtype),
+                                  (((2,), (1,)), ((), ())))
     else:
-      logits = Dense(padded_vocab, use_bias=False, dtype=dtype,
-                        param_dtype=param_dtype, name="head",
-                        **logical_init("embed", "vocab",
-                                       kernel_init=_normal(0.02)))(x)
+      logits = Dense(self._padded_vocab(), use_bias=False, dtype=dtype,
+                     param_dtype=param_dtype, name="head",
+                     **logical_init("embed", "vocab", kernel_init=_normal(0.02)))(x)
     # Vocabulary-parallel softmax when vocab -> model: the logits stay split
     # over the vocabulary; the loss's max and sum reduce across devices.
     logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))

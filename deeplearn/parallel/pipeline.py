@@ -29,15 +29,16 @@ The Transformer with `scan_layers` pipelines: its block parameters carry a
 leading `layers` axis, which the rule `("layers", "stage")` splits into the
 stages. The embedding runs on the first stage, the final LayerNorm, output
 layer and loss on the last (tied embeddings: both use `wte`, whose gradient
-is summed over stages). The batch also splits over `data` and `fsdp` (the
-mesh's batch axes): gradients are summed over them. Parameters stored sharded
-over `fsdp` are gathered whole for the step (jit inserts the all-gather); the
-optimizer update runs on the shards. The `model` and `expert` axes must be 1.
+is summed over stages): the model's own methods `embed`, `blocks` (on a
+stage's slice of the stack) and `logits`, on its own parameters. The batch
+also splits over `data` and `fsdp` (the mesh's batch axes): gradients are
+summed over them. Parameters stored sharded over `fsdp` are gathered whole
+for the step (jit inserts the all-gather); the optimizer update runs on the
+shards. The `model` and `expert` axes must be 1.
 """
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,8 +46,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from deeplearn import step as step_lib
-from deeplearn.config import did_you_mean, multiples_near
-from deeplearn.models import transformer
+from deeplearn.config import check_choice, multiples_near
 from deeplearn.parallel import sharding
 
 SCHEDULES = ("gpipe", "1f1b")
@@ -113,65 +113,12 @@ def buffer_slots(fwd, bwd) -> int:
   return m
 
 
-class _Stages:
-  """The Transformer cut into: embedding (stage 0), a stage's blocks, and
-  final LayerNorm + output layer (last stage). Same parameter names and
-  computation as deeplearn.models.transformer.Transformer."""
-
-  def __init__(self, model: transformer.Transformer, layers_per_stage: int):
-    self.model = model
-    dtype, param_dtype = jnp.dtype(model.dtype), jnp.dtype(model.param_dtype)
-    pad = model.vocab_pad_multiple
-    padded = -(-model.vocab_size // pad) * pad
-    self.wte = nn.Embed(padded, model.embed_dim, dtype=dtype,
-                        param_dtype=param_dtype)
-    self.wpe = nn.Embed(model.max_len, model.embed_dim, dtype=dtype,
-                        param_dtype=param_dtype)
-    self.ln_f = nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=param_dtype)
-    self.head = nn.Dense(padded, use_bias=False, dtype=dtype,
-                         param_dtype=param_dtype)
-    block = transformer.Block
-    if model.remat != "none":
-      block = nn.remat(block, policy=transformer.REMAT_POLICIES[model.remat],
-                       prevent_cse=False)
-    layer = dict(
-        num_heads=model.num_heads, mlp_dim=model.mlp_dim or 4 * model.embed_dim,
-        dropout_rate=model.dropout_rate, deterministic=False, dtype=dtype,
-        param_dtype=param_dtype,
-        out_init_std=0.02 / (2 * model.num_layers) ** 0.5)
-    self.blocks = nn.scan(block, length=layers_per_stage,
-                          variable_axes={"params": 0},
-                          split_rngs={"params": True, "dropout": True})(**layer)
-    self.dropout = nn.Dropout(model.dropout_rate, deterministic=False)
-
-  def embed(self, params, tokens, rng):  # -> [batch, length, embed]
-    positions = jnp.arange(tokens.shape[1])[None]
-    x = (self.wte.apply({"params": params["wte"]}, tokens)
-         + self.wpe.apply({"params": params["wpe"]}, positions))
-    return self.dropout.apply({}, x, rngs={"dropout": rng})
-
-  def run_blocks(self, block_params, x, rng):
-    return self.blocks.apply({"params": block_params}, x, None,
-                             rngs={"dropout": rng})[0]
-
-  def logits(self, params, x):  # -> float32 [batch, length, vocab]
-    x = self.ln_f.apply({"params": params["ln_f"]}, x)
-    if self.model.tie_embeddings:
-      logits = self.wte.apply({"params": params["wte"]}, x, method="attend")
-    else:
-      logits = self.head.apply({"params": params["head"]}, x)
-    return logits[..., :self.model.vocab_size].astype(jnp.float32)
-
-
 def check(config, mesh, rules) -> None:
   """Refuses, naming the key and the fix, a run the pipeline cannot split;
   every check of the pipeline step form, before anything is built."""
   train, model = config.train, config.model
-  if train.pipeline_schedule not in SCHEDULES:
-    raise ValueError(
-        f"config.train.pipeline_schedule={train.pipeline_schedule!r}; "
-        f"{did_you_mean(train.pipeline_schedule, SCHEDULES)}use one of"
-        f" {list(SCHEDULES)}.")
+  check_choice("config.train.pipeline_schedule", train.pipeline_schedule,
+               SCHEDULES)
   m, shards = train.microbatches, sharding.num_batch_shards(rules, mesh)
   if m < 1 or config.data.batch_size % (m * shards):
     raise ValueError(
@@ -229,7 +176,7 @@ def make_pipeline_grads(run: step_lib.Run):
   fwd, bwd = schedule(cfg.pipeline_schedule, p, m)
   slots = buffer_slots(fwd, bwd)
   model = run.task.model
-  stages = _Stages(model, model.num_layers // p)
+  layers_per_stage = model.num_layers // p
   axes = sharding.batch_axes(run.rules, run.mesh)
   task = run.task
   dtype = jnp.dtype(model.dtype)
@@ -240,17 +187,19 @@ def make_pipeline_grads(run: step_lib.Run):
     The first stage embeds the tokens instead of reading x_in; the last
     scores its output (the others give zeros, so their gradient is zero)."""
     s = lax.axis_index("stage")
-    x = lax.cond(s == 0, lambda: stages.embed(rest, micro["inputs"], rng),
-                 lambda: x_in)
+    x = lax.cond(s == 0, lambda: model.apply(
+        {"params": rest}, micro["inputs"], True, method="embed",
+        rngs={"dropout": rng}), lambda: x_in)
     # Each stage's layers draw their own dropout masks.
-    y = stages.run_blocks(block_params, x,
-                          jax.random.fold_in(jax.random.fold_in(rng, 1), s))
+    key = jax.random.fold_in(jax.random.fold_in(rng, 1), s)
+    y = model.apply({"params": {"blocks": block_params}}, x, True,
+                    layers_per_stage, method="blocks", rngs={"dropout": key})
 
     def score():  # the task's cross-entropy sums, as in its loss
       targets = micro["targets"]
       ones = jnp.ones(targets.shape[0], jnp.float32)
-      return task.sums(stages.logits(rest, y), targets, ones,
-                        task.label_smoothing)
+      logits = model.apply({"params": rest}, y, method="logits")
+      return task.sums(logits, targets, ones, task.label_smoothing)
 
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(score))
     sums = lax.cond(s == p - 1, score, lambda: zeros)
