@@ -27,7 +27,7 @@ The smallest image it takes is 63x63 (the last max-pool needs a 3x3 map).
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Conv, Dense, logical_init
 from deeplearn.models.pooling import adaptive_avg_pool
 

@@ -45,7 +45,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Conv, Dense, dense_inits
 from deeplearn.models.mlp import apply_batch_norm
 

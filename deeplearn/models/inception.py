@@ -37,7 +37,7 @@ the heads are not computed. Their parameters are created at init in either mode.
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models import resnet
 from deeplearn.models.layers import Dense, default_kernel_init, logical_init
 from deeplearn.models.pooling import adaptive_avg_pool, max_pool_ceil

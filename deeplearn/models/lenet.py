@@ -22,7 +22,7 @@ On [batch, 32, 32, 1] (MNIST's 28x28 with padding=2 gives the same shapes):
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.convnet import block_max_pool
 from deeplearn.models.layers import Conv, Dense, activation, logical_init
 

@@ -9,7 +9,7 @@ learning with MNIST-1D", ICML 2024; github.com/greydanus/mnist1d notebooks/model
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Dense, logical_init
 
 

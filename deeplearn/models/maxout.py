@@ -28,7 +28,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.convnet import block_max_pool
 from deeplearn.models.layers import Conv, Dense, dense_inits, logical_init
 

@@ -25,7 +25,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Dense, activation, dense_inits
 
 

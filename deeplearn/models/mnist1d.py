@@ -17,7 +17,7 @@ torch 2.13). Replicating the notebook's run (6,000 steps, unshuffled batches, se
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Conv, Dense, default_kernel_init, logical_init, torch_uniform
 
 

@@ -11,7 +11,7 @@ left out).
 import flax.linen as nn
 import jax.numpy as jnp
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Dense, logical_init
 
 

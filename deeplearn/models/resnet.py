@@ -46,7 +46,7 @@ from typing import Callable
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.convnet import block_max_pool
 from deeplearn.models.layers import Conv, Dense, logical_init
 from deeplearn.models.mlp import apply_batch_norm

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.softmax import OUTPUTS
 
 CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}

@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Dense
 from deeplearn.models.rnn import RNNStack, make_cell
 

@@ -26,7 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from deeplearn.models import layers, register
+from deeplearn.models import layers
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Dense, logical_init
 from deeplearn.models.moe import MoE
 

@@ -18,7 +18,7 @@ al.'s InferSent, 2017).
 import flax.linen as nn
 import jax.numpy as jnp
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.layers import Dense
 from deeplearn.models.rnn import RNNStack
 

@@ -29,7 +29,7 @@ Conv kernels start from He-normal (fan_out) as torchvision's do: its variance
 import jax.numpy as jnp
 import flax.linen as nn
 
-from deeplearn.models import register
+from deeplearn.models.registry import register
 from deeplearn.models.convnet import block_max_pool
 from deeplearn.models.layers import Conv, Dense, logical_init
 from deeplearn.models.mlp import apply_batch_norm
