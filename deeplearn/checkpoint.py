@@ -5,7 +5,9 @@ writes to `<step>.orbax-checkpoint-tmp` and renames when complete:
 
   state/      params, optimizer state, model state, PRNG key, step
   data/       the grain iterator's state, process_<i>-of-<n>.json
-  config/     the run's config as JSON (when the Checkpointer has it)
+  config/     the run's config as JSON (when the Checkpointer has it): the
+              reference a resumed run is checked against
+  run/        what the loop carries across restarts (its timing totals)
   integrity/  checksums of all of the above, committed with them
 
 Saving the iterator is what makes a resumed run see the same batches as an
@@ -13,9 +15,12 @@ uninterrupted one. orbax restores a flipped bit silently as a wrong number,
 so every restore recomputes the checksums: `restore_latest` falls back to the
 newest intact checkpoint, moves the damaged newer ones aside (the run will
 write those steps again) and raises `CorruptCheckpointError` if none is
-intact. Unfinished tmp folders of a killed run are removed on start; a save
-that fails in the background raises `CheckpointSaveError` at the next `save`
-or `wait`.
+intact. A step whose arrays are whole but whose `state/_METADATA` (orbax's
+record of the tree's structure) is gone is restored by the arrays' names
+onto the run's own state structure, each array checked against its
+checksum, and the missing file is named. Unfinished tmp folders of a killed
+run are removed on start; a save that fails in the background raises
+`CheckpointSaveError` at the next `save` or `wait`.
 """
 
 import json
@@ -144,6 +149,14 @@ def _describe(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}"
 
 
+def _key_name(key) -> str:
+  """A tree path entry as orbax names it in a checkpoint's array paths."""
+  for attribute in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey,
+    if hasattr(key, attribute):              # GetAttrKey, SequenceKey
+      return str(getattr(key, attribute))
+  return str(key)
+
+
 def _report(message: str) -> None:
   logging.warning("%s", message)
   print(f"checkpoint: {message}", file=sys.stderr, flush=True)
@@ -158,13 +171,19 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 2,
                config_json: str | None = None, read_only: bool = False):
+    """`keep`: the newest checkpoints kept, -1 = all (0 would delete them
+    all, the final one included, and is refused)."""
+    if keep == 0 or keep < -1:
+      raise ValueError(f"keep={keep}: keep at least 1 checkpoint, or -1 for"
+                       " all of them.")
     self.config_json = config_json
     self.read_only = read_only
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=not read_only, read_only=read_only,
+            max_to_keep=None if keep == -1 else keep,
+            create=not read_only, read_only=read_only,
             # Deletes <step>.orbax-checkpoint-tmp* folders left by a killed
             # run (on the primary process only).
             cleanup_tmp_directories=not read_only,
@@ -173,7 +192,7 @@ class Checkpointer:
             # for a signal; created here, the failure raises from save().
             async_options=ocp.AsyncOptions(
                 create_directories_asynchronously=False)),
-        item_names=("state", "data", "config", "integrity"))
+        item_names=("state", "data", "config", "run", "integrity"))
     # orbax deletes the tmp folders in a background thread; wait for it, so
     # that none is left once the constructor returns.
     # pylint: disable-next=protected-access
@@ -184,9 +203,11 @@ class Checkpointer:
     """The newest complete step (orbax never lists tmp folders)."""
     return self.manager.latest_step()
 
-  def save(self, step: int, state, data_iterator) -> None:
+  def save(self, step: int, state, data_iterator,
+           run: dict | None = None) -> None:
     """Starts an asynchronous save; raises if the previous one failed.
 
+    `run`: JSON the loop carries across restarts (`run_info` reads it).
     The checksums are computed and fetched here, before returning, since
     the caller donates `state` to the next train step.
     """
@@ -214,6 +235,9 @@ class Checkpointer:
       config = json.loads(self.config_json)
       record["config"] = _crc(config)
       items["config"] = ocp.args.JsonSave(config)
+    if run is not None:
+      record["run"] = _crc(run)
+      items["run"] = ocp.args.JsonSave(run)
     items["integrity"] = ocp.args.JsonSave(record)
     self._saving = step
     try:
@@ -281,19 +305,15 @@ class Checkpointer:
       problems.append(f"no readable integrity record ({_describe(e)})")
       return None, self._agree(problems)
     try:
-      state = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))["state"]
+      state = self._restore_state(step, abstract_state)
       problems += self._array_problems(record["arrays"], state)
     except Exception as e:  # pylint: disable=broad-except
       problems.append(f"state unreadable ({_describe(e)})")
-    if "config" in record:
-      try:
-        config = self.manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore()))["config"]
-        if _crc(config) != record["config"]:
-          problems.append("config.json differs from its recorded checksum")
-      except Exception as e:  # pylint: disable=broad-except
-        problems.append(f"config unreadable ({_describe(e)})")
+    for item in ("config", "run"):
+      if item in record:
+        _, problem = self._json_item(step, item, record)
+        if problem:
+          problems.append(problem)
     if data_iterator is not None:
       name = _data_file()
       try:
@@ -312,6 +332,79 @@ class Checkpointer:
       except Exception as e:  # pylint: disable=broad-except
         problems.append(f"data iterator not restored ({_describe(e)})")
     return state, problems
+
+  def _restore_state(self, step: int, abstract_state):
+    """orbax's restore; by the arrays' names if state/_METADATA is gone.
+
+    Without _METADATA orbax rebuilds the tree from the stored array paths as
+    nested dicts, which do not match the run's state (dataclasses, optax's
+    tuples): the arrays are then restored into dicts keyed as orbax names
+    them and put back into the abstract state's own structure. The caller
+    checks every array against its recorded checksum, so a misplaced array
+    cannot pass."""
+    metadata = os.path.join(self.directory, str(step), "state", "_METADATA")
+    if os.path.exists(metadata):
+      return self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state)))["state"]
+    _report(f"checkpoint at step {step}: {metadata} is missing (orbax's"
+            " record of the state's structure); restoring the arrays by name"
+            " onto the run's own state structure, each checked against its"
+            " checksum")
+    paths, treedef = jax.tree_util.tree_flatten_with_path(abstract_state)
+    by_name = {}
+    for path, leaf in paths:
+      node = by_name
+      for key in path[:-1]:
+        node = node.setdefault(_key_name(key), {})
+      node[_key_name(path[-1])] = leaf
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(by_name)))["state"]
+    leaves = []
+    for path, _ in paths:
+      node = restored
+      for key in path:
+        node = node[_key_name(key)]
+      leaves.append(node)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+  def _json_item(self, step: int, item: str, record: dict):
+    """(the JSON item, None) if it matches its checksum, else (None, why)."""
+    try:
+      value = self.manager.restore(step, args=ocp.args.Composite(
+          **{item: ocp.args.JsonRestore()}))[item]
+    except Exception as e:  # pylint: disable=broad-except
+      return None, f"{item} unreadable ({_describe(e)})"
+    if _crc(value) != record[item]:
+      return None, f"{item}.json differs from its recorded checksum"
+    return value, None
+
+  def _record(self, step: int) -> dict | None:
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(
+          integrity=ocp.args.JsonRestore()))["integrity"]
+    except Exception:  # pylint: disable=broad-except
+      return None
+
+  def stored_config(self) -> tuple[int | None, dict | None]:
+    """(step, config) of the newest checkpoint whose stored config is
+    intact: the reference a resumed run is checked against (the workdir's
+    config.json is a copy for people to read). (None, None) if no
+    checkpoint stores one (none yet, or written before configs were)."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      record = self._record(step)
+      if record and "config" in record:
+        config, problem = self._json_item(step, "config", record)
+        if problem is None:
+          return step, config
+    return None, None
+
+  def run_info(self, step: int) -> dict:
+    """The `run` JSON saved with `step` ({} if none: an older checkpoint)."""
+    record = self._record(step)
+    if not record or "run" not in record:
+      return {}
+    value, _ = self._json_item(step, "run", record)
+    return value or {}
 
   @staticmethod
   def _array_problems(recorded: dict, state) -> list[str]:

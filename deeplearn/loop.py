@@ -4,7 +4,8 @@ A scheme (deeplearn/schemes/) supplies its state, step, inputs, evaluation
 and summary fields; `run` supplies the rest to all of them alike: the
 resume check, checkpoints with integrity checks and the input position
 (bitwise resume), ahead-of-time compilation and its timing, SIGTERM, the NaN
-policy, the progress bar, TensorBoard + metrics.jsonl and summary.json.
+policy, the progress bar, TensorBoard + metrics.jsonl and summary.json,
+one run per workdir (a lock), and files rewritten only atomically.
 Each step reads top to bottom: input, step, health, log, eval, save. Metrics
 stay on the device until a log interval; the first step is the only other
 sync.
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from deeplearn import checkpoint, config as config_lib, hlo, metrics, preemption
+from deeplearn import checkpoint, config as config_lib, files, hlo, metrics, preemption
 
 
 class NonFiniteError(FloatingPointError):
@@ -105,7 +106,9 @@ def compile_step(train_step, state, batch) -> dict[str, float]:
 class Timer:
   """The loop's time bookkeeping: startup, each log interval's step and
   data-wait seconds, and the timed intervals' totals (the first interval,
-  which compiles, is left out of the totals)."""
+  which compiles, is left out of the totals). The totals travel in each
+  checkpoint (`totals` / `resume`), so a resumed run's summary counts every
+  part of the run, also when only the summary was left to write."""
   t_start: float
   startup: dict = dataclasses.field(default_factory=dict)
   t_interval: float = 0.0
@@ -113,6 +116,20 @@ class Timer:
   train_s: float = 0.0  # timed intervals
   wait_s: float = 0.0
   steps_timed: int = 0
+  earlier_wall_s: float = 0.0  # the run's parts before this process
+
+  def totals(self) -> dict:
+    """What a checkpoint carries: the totals up to now."""
+    return {"wall_s": self.earlier_wall_s + time.time() - self.t_start,
+            "train_s": self.train_s, "wait_s": self.wait_s,
+            "steps_timed": self.steps_timed}
+
+  def resume(self, totals: dict) -> None:
+    """Adds a checkpoint's totals (from an earlier part of the run)."""
+    self.earlier_wall_s = float(totals.get("wall_s", 0.0))
+    self.train_s = float(totals.get("train_s", 0.0))
+    self.wait_s = float(totals.get("wait_s", 0.0))
+    self.steps_timed = int(totals.get("steps_timed", 0))
 
   def next_input(self, get):
     t0 = time.perf_counter()
@@ -149,7 +166,7 @@ class Timer:
     """summary.json's timing: wall and startup seconds, examples/s, data
     wait and, with XLA's FLOP count, the achieved FLOP/s of all devices
     (over the hardware's peak: the model FLOP utilisation)."""
-    out = {"wall_s": time.time() - self.t_start,
+    out = {"wall_s": self.totals()["wall_s"],
            "examples_per_s": (self.steps_timed * examples_per_step / self.train_s
                               if self.train_s > 0 and examples_per_step else None),
            **self.startup}
@@ -193,18 +210,45 @@ def summary_line(summary: dict, path: str) -> str:
           f" {rate:,.0f} examples/s -> {path}")
 
 
-def _write_config(workdir: str, config, ckpt, lead: bool) -> None:
-  """Checks a resume against the stored config, then stores this one."""
+def read_json(path: str):
+  """(value, None), or (None, why): "is missing", or "is unreadable (line
+  3, column 1: Expecting value)"."""
+  if not os.path.exists(path):
+    return None, "is missing"
+  try:
+    with open(path, encoding="utf8") as f:
+      return json.loads(f.read()), None
+  except json.JSONDecodeError as e:
+    return None, f"is unreadable (line {e.lineno}, column {e.colno}: {e.msg})"
+  except (OSError, UnicodeDecodeError) as e:
+    return None, f"is unreadable ({e})"
+
+
+def check_config(workdir: str, config, ckpt, lead: bool) -> None:
+  """Checks a resume against the config stored in the newest checkpoint,
+  then writes the workdir's config.json (atomically).
+
+  The checkpoint's own config is the reference: config.json is a copy for
+  people and tools to read, which may be gone, damaged or edited. Only
+  checkpoints written before configs were stored in them are checked
+  against config.json."""
   path = os.path.join(workdir, "config.json")
-  if ckpt.latest_step() is not None and os.path.exists(path):
-    with open(path) as f:
-      changed = config_lib.check_resume(config_lib.from_json(f.read()), config)
+  copy, problem = read_json(path)
+  step, reference = ckpt.stored_config()
+  resuming = ckpt.latest_step() is not None
+  if reference is None and resuming and copy is not None:
+    reference = copy
+  if reference is not None:
+    changed = config_lib.check_resume(
+        config_lib.from_json(json.dumps(reference)), config)
     if changed and lead:
       print("resuming with changed settings: " + "; ".join(changed), flush=True)
-  if lead:  # atomically: other processes may be reading the stored one
-    with open(path + ".tmp", "w") as f:
-      f.write(config_lib.to_json(config))
-    os.replace(path + ".tmp", path)
+  if lead and resuming and problem and step is not None:
+    print(f"{path} {problem}: the run was checked against the config stored"
+          f" in its checkpoint at step {step}; writing {path} anew.",
+          flush=True)
+  if lead:
+    files.write_atomic(path, config_lib.to_json(config))
 
 
 class Ledger:
@@ -216,11 +260,12 @@ class Ledger:
     self.scheme, self.cfg, self.timer = scheme, scheme.config.train, timer
     self.lead = jax.process_index() == 0
     self.writer = metrics.MetricWriter(workdir, enabled=self.lead)
-    self.writer.truncate_after(start)
     self.bar = tqdm.tqdm(total=scheme.num_steps, initial=start, desc="train",
                          unit="step", disable=not (self.cfg.progress and self.lead),
                          file=sys.stdout, dynamic_ncols=True, mininterval=0.5)
     self.names = scheme.nonfinite_leaf_names()
+    for problem in self.writer.truncate_after(start):
+      self.log(problem)
     self.start, self.pending, self.healths = start, [], []
     self.health_from = start + 1  # the step of healths[0]
 
@@ -271,30 +316,48 @@ class Ledger:
 
 def run(scheme, workdir: str, t_start: float | None = None) -> dict:
   """Trains (or resumes) `scheme` in `workdir`; returns the summary, or
-  {"preempted": True, "step": s} when SIGTERM (or `scheme.stop_after`)
-  stopped it early with a checkpoint."""
-  timer = Timer(t_start or time.time())
+  {"preempted": True, "step": s, "signal": name} when SIGTERM, the first
+  SIGINT (Ctrl-C) or `scheme.stop_after` stopped it early with a checkpoint.
+  The run holds the workdir throughout (files.workdir_lock): a second run
+  there fails at once."""
+  with files.workdir_lock(workdir, jax.process_index()):
+    return _run(scheme, workdir, Timer(t_start or time.time()))
+
+
+def _finished_summary(path: str, lead: bool):
+  """A finished run's summary.json, or None if it must be written again."""
+  summary, problem = read_json(path)
+  if isinstance(summary, dict) and "best" in summary and "wall_s" in summary:
+    return summary
+  if lead and problem != "is missing":
+    print(f"{path} {problem or 'is not a summary'}: writing it anew from the"
+          " final checkpoint and metrics.jsonl.", flush=True)
+  return None
+
+
+def _run(scheme, workdir: str, timer: Timer) -> dict:
   config, cfg = scheme.config, scheme.config.train
   lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   summary_path = os.path.join(workdir, "summary.json")
   ckpt = checkpoint.Checkpointer(workdir, keep=cfg.keep_checkpoints,
                                  config_json=config_lib.to_json(config))
-  _write_config(workdir, config, ckpt, lead)
+  check_config(workdir, config, ckpt, lead)
   inputs = scheme.inputs()
   state, start = ckpt.restore_latest(scheme.abstract_state(), inputs)
   if state is None:
     state, start = scheme.init_state(), 0
+  else:
+    timer.resume(ckpt.run_info(start).get("timing", {}))
   if lead:
     print(scheme.describe(state)
           + (f" | resuming at step {start}" if start else ""), flush=True)
-  if start >= scheme.num_steps and os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
-    if lead:
-      print(summary_line(summary, summary_path), flush=True)
-    ckpt.close()
-    return summary
+  if start >= scheme.num_steps:
+    summary = _finished_summary(summary_path, lead)
+    if summary is not None:
+      if lead:
+        print(summary_line(summary, summary_path), flush=True)
+      ckpt.close()
+      return summary
 
   ledger = Ledger(scheme, workdir, start, timer)
   watcher = preemption.Watcher()
@@ -319,7 +382,7 @@ def run(scheme, workdir: str, t_start: float | None = None) -> dict:
       if eval_now:
         ledger.eval_metrics(step, scheme.evaluate(state))
       if save_now:
-        ckpt.save(step, state, inputs)
+        ckpt.save(step, state, inputs, run={"timing": timer.totals()})
       if stopped and not last:
         break
       if log_now:
@@ -332,9 +395,9 @@ def run(scheme, workdir: str, t_start: float | None = None) -> dict:
 
   if stopped and step < scheme.num_steps:
     if lead:
-      print(f"preempted: saved a checkpoint at step {step} of"
+      print(f"{watcher.stop_line()}: saved a checkpoint at step {step} of"
             f" {scheme.num_steps}; run the same command to resume.", flush=True)
-    return {"preempted": True, "step": step}
+    return {"preempted": True, "step": step, "signal": watcher.signal}
 
   summary = summarize(scheme, workdir, {
       **timer.figures(scheme.examples_per_step, scheme.mesh.size),
@@ -342,7 +405,6 @@ def run(scheme, workdir: str, t_start: float | None = None) -> dict:
       "devices": scheme.mesh.size, "mesh": dict(scheme.mesh.shape)})
   summary.update(scheme.finish(state, workdir, summary))
   if lead:
-    with open(summary_path, "w") as f:
-      json.dump(summary, f, indent=2)
+    files.write_atomic(summary_path, json.dumps(summary, indent=2))
     print(summary_line(summary, summary_path), flush=True)
   return summary

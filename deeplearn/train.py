@@ -6,15 +6,19 @@
 default, word2vec, or a module:Class of your own); deeplearn/loop.py runs
 every scheme alike, with checkpoints, resume, signals, logging and the
 summary. Re-running the same command resumes from the newest checkpoint in
-the workdir; a finished run reports its summary again.
+the workdir; a finished run reports its summary again. SIGTERM or Ctrl-C
+save a checkpoint and stop (Ctrl-C then exits as interrupted, status 130).
 """
 
+import os
+import signal
+import sys
 import time
 
 from absl import app, flags, logging
 import jax
 
-from deeplearn import config as config_lib, distributed, loop, schemes
+from deeplearn import config as config_lib, distributed, files, loop, schemes
 
 
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
@@ -22,13 +26,24 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
 
   Everything that can be checked is checked here, before anything compiles:
   the workdir, the loop's settings, then the scheme's own config (built by
-  `schemes.get_scheme`)."""
+  `schemes.get_scheme`). The workdir is held from before the scheme is
+  built, so a second run there stops at once."""
   t_start = time.time()
   loop.use_compilation_cache(config.train.get("compilation_cache_dir", ""))
   config_lib.check_workdir(workdir)
   config_lib.validate_loop(config)
-  scheme = schemes.get_scheme(config, devices)
-  return loop.run(scheme, workdir, t_start)
+  with files.workdir_lock(workdir, jax.process_index()):
+    scheme = schemes.get_scheme(config, devices)
+    return loop.run(scheme, workdir, t_start)
+
+
+def exit_as_interrupted() -> None:
+  """Ends the process as Ctrl-C would have (status 130), so that a shell
+  script running it stops too; the checkpoint is already saved."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+  os.kill(os.getpid(), signal.SIGINT)
 
 
 def quiet_library_logs():
@@ -60,7 +75,9 @@ def main():
     quiet_library_logs()
     distributed.initialize(coordinator.value, num_processes.value,
                            process_id.value, heartbeat.value)
-    train_and_evaluate(config_flag.value, workdir_flag.value)
+    result = train_and_evaluate(config_flag.value, workdir_flag.value)
+    if result.get("signal") == "SIGINT":
+      exit_as_interrupted()
 
   app.run(run)
 

@@ -394,3 +394,39 @@ def test_failed_background_save_raises_at_the_next_save_or_wait(tmp_path):
                        ".*(File too large|Failed writing)"):
       ckpt.save(40, big, iterator)
   assert checkpoint.Checkpointer(str(tmp_path)).latest_step() == 10
+
+
+def test_a_missing_tree_metadata_file_is_named_and_the_arrays_restored(
+    run_copy, capsys):
+  # orbax's state/_METADATA records the tree's structure; without it orbax
+  # rebuilds plain dicts, which do not fit the TrainState. The arrays are
+  # restored by name and checked: bitwise the intact restore.
+  workdir, config = run_copy
+  abstract = abstract_state(config)
+  expected = orbax_only(workdir, 20, abstract)
+  for step in (10, 20):  # every checkpoint lacks it
+    os.remove(os.path.join(step_dir(workdir, step), "state", "_METADATA"))
+  iterator = train_iterator(config)
+  ckpt = checkpoint.Checkpointer(workdir)
+  state, step = ckpt.restore_latest(abstract, iterator)
+  ckpt.close()
+  assert step == 20
+  assert_same_state(state, expected)
+  assert jax.tree.structure(state) == jax.tree.structure(abstract)
+  assert iterator.get_state() == stored_iterator_state(workdir, 20)
+  err = capsys.readouterr().err
+  assert f"{step_dir(workdir, 20)}/state/_METADATA is missing" in err
+  assert "damaged" not in err
+
+
+def test_keep_checkpoints_keeps_at_least_one_or_all(tmp_path):
+  for keep in (0, -2):
+    with pytest.raises(ValueError, match=f"keep={keep}: keep at least 1"):
+      checkpoint.Checkpointer(str(tmp_path / "a"), keep=keep)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "b"), keep=-1)
+  state = {"w": jnp.ones(3)}
+  for step in range(1, 6):
+    ckpt.save(step, state, hand_made_iterator())
+  ckpt.close()
+  assert checkpoint.Checkpointer(str(tmp_path / "b")).manager.all_steps() == [
+      1, 2, 3, 4, 5]

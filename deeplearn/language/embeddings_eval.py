@@ -10,6 +10,8 @@ nearest to b - a + c among the most frequent words, a, b, c excluded.
 import numpy as np
 import scipy.stats
 
+from deeplearn import files
+
 ANALOGY_VOCAB = 30_000  # gensim's evaluate_word_analogies restrict_vocab (here)
 
 
@@ -104,8 +106,9 @@ def report(summary: dict) -> str:
 
 
 def save_word2vec_format(path: str, words, vectors: np.ndarray) -> None:
-  """word2vec.c's text format, which gensim's KeyedVectors.load_word2vec_format reads."""
-  with open(path, "w", encoding="utf8") as f:
-    f.write(f"{len(words)} {vectors.shape[1]}\n")
-    for w, v in zip(words, vectors):
-      f.write(w + " " + " ".join(f"{x:.6f}" for x in v) + "\n")
+  """word2vec.c's text format, which gensim's KeyedVectors.load_word2vec_format
+  reads; written atomically (a rerun replaces the file whole)."""
+  lines = [f"{len(words)} {vectors.shape[1]}\n"]
+  lines += [w + " " + " ".join(f"{x:.6f}" for x in v) + "\n"
+            for w, v in zip(words, vectors)]
+  files.write_atomic(path, "".join(lines).encode("utf8"))
