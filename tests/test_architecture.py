@@ -12,7 +12,8 @@ PACKAGE = os.path.join(ROOT, "deeplearn")
 # Layers, bottom to top; a module may import its own layer and those below.
 # Modules not named take the layer of their package (e.g. deeplearn.models.x).
 LAYERS = [
-    ("ground", ["deeplearn.config", "deeplearn.metrics", "deeplearn.checkpoint",
+    ("ground", ["deeplearn.files", "deeplearn.config", "deeplearn.metrics",
+                "deeplearn.checkpoint",
                 "deeplearn.distributed", "deeplearn.preemption", "deeplearn.hlo"]),
     ("layout", ["deeplearn.parallel", "deeplearn.parallel.mesh",
                 "deeplearn.parallel.sharding"]),
