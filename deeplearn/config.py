@@ -8,11 +8,16 @@ the dataset, still before anything is compiled.
 """
 
 import difflib
+import errno
 import importlib.util
 import json
+import math
 import os
+import re
+import sys
 import tempfile
 
+from absl import flags
 import ml_collections
 from ml_collections import config_dict, config_flags
 
@@ -132,6 +137,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 100
   c.train.eval_every = 500
   c.train.checkpoint_every = 1000
+  # The newest checkpoints kept; -1 keeps all (0, deleting every one, the
+  # final one included, is refused).
   c.train.keep_checkpoints = 2
   c.train.progress = True
   c.train.grad_accum_steps = 1  # micro-batches per step (same global batch)
@@ -186,9 +193,71 @@ def check_choice(key: str, value, choices, what: str = "") -> None:
 def define_config_flag():
   """The --config flag of the entry points: an experiment file with an
   optional :variant, loaded locked (a misspelled override fails)."""
-  return config_flags.DEFINE_config_file(
+  holder = config_flags.DEFINE_config_file(
       "config", None, "Experiment file, optionally with :variant.",
       lock_config=True)
+  flag = flags.FLAGS[holder.name]
+  flag.parser = _CheckedExperiment(flag.parser, holder.name)
+  return holder
+
+
+class _CheckedExperiment(flags.ArgumentParser):
+  """ml_collections' --config parser, then what it leaves to a log line or a
+  traceback: get_config returning None, and an override of a key the
+  experiment does not have (a bare `KeyError: 'foo'` from deep inside)."""
+
+  def __init__(self, parser, name: str):
+    self.parser, self.name = parser, name
+
+  def parse(self, argument):
+    config = self.parser.parse(argument)
+    check_loaded(config, argument)
+    for key in _overrides(self.name):
+      check_override(config, key)
+    return config
+
+  def flag_type(self):
+    return self.parser.flag_type()
+
+
+def _overrides(name: str) -> list[str]:
+  """The keys of `--name.key=value` on the command line, as ml_collections
+  reads them (flag files expanded)."""
+  argv = flags.FLAGS.read_flags_from_files(sys.argv, force_gnu=False)
+  return [arg.split("=", 1)[0].split(".", 1)[1] for arg in argv
+          if re.match(rf"-{{1,2}}(no)?{name}\.", arg)]
+
+
+def check_loaded(config, spec: str) -> None:
+  if config is None:
+    raise ValueError(
+        f"Experiment file {spec.partition(':')[0]!r}: get_config() returned"
+        " None; it must return the ConfigDict it builds (`return config`).")
+
+
+def check_override(config, key: str) -> None:
+  """Raises unless `--config.<key>` names a key the experiment has, saying
+  what exists: the command line changes keys, it cannot add them."""
+  node, path = config, "config"
+  for part in key.split("."):
+    part = part.split("[")[0]  # `--config.model.hidden_sizes[0]`
+    if not isinstance(node, ml_collections.ConfigDict):
+      return  # inside a value: ml_collections checks the rest
+    if part not in node:
+      have = sorted(node.keys())
+      if path == "config.mesh":
+        raise ValueError(
+            f"--config.{key}: config.mesh has no axis {part!r}; this"
+            f" experiment's mesh has axes: {have}. The command line can only"
+            " resize those; an experiment adds an axis in its get_config, e.g."
+            " `config.mesh.model = 2` with a rules table that uses it"
+            " (`config.sharding.rules = MODEL_PARALLEL_RULES`).")
+      what = "section" if path == "config" else "key"
+      raise ValueError(
+          f"--config.{key}: {path} has no {what} {part!r}; "
+          f"{did_you_mean(part, have)}it has {have}. The command line can"
+          " only change keys the experiment's get_config sets.")
+    node, path = node[part], f"{path}.{part}"
 
 
 def from_file(spec: str) -> ml_collections.ConfigDict:
@@ -200,30 +269,89 @@ def from_file(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   config = module.get_config(arg) if arg else module.get_config()
+  check_loaded(config, spec)
   config.lock()
   return config
 
 
 def num_train_steps(config, num_train_examples: int) -> int:
-  if config.train.num_steps and config.train.num_epochs:
+  """The run's length in steps, from num_steps or num_epochs; at least 1."""
+  _check_signs(config.train, "config.train", _LENGTH)
+  steps, epochs = config.train.num_steps, config.train.num_epochs
+  if steps and epochs:
     raise ValueError("Set only one of config.train.num_steps and"
                      " config.train.num_epochs.")
-  if config.train.num_steps:
-    return int(config.train.num_steps)
-  if config.train.num_epochs:
-    return int(config.train.num_epochs * num_train_examples
-               // config.data.batch_size)
-  raise ValueError("Set config.train.num_steps or config.train.num_epochs.")
+  if steps:
+    return int(steps)
+  if not epochs:
+    raise ValueError("Set config.train.num_steps or config.train.num_epochs.")
+  batch = config.data.batch_size
+  num_steps = int(epochs * num_train_examples // batch)
+  if num_steps < 1:
+    raise ValueError(
+        f"config.train.num_epochs={epochs} of {num_train_examples} examples"
+        f" in batches of {batch} (config.data.batch_size) is 0 steps: set"
+        f" num_epochs to at least {batch / num_train_examples:.3g} (one"
+        " batch), or config.train.num_steps.")
+  return num_steps
+
+
+_LENGTH = {"num_steps": "a count of steps", "num_epochs": "a count of epochs"}
+
+
+def _check_signs(section, prefix: str, keys: dict[str, str]) -> None:
+  """Raises unless each of `keys` (key -> what it is) is >= 0."""
+  for key, what in keys.items():
+    if section[key] < 0:
+      raise ValueError(f"{prefix}.{key}={section[key]} must be >= 0 ({what}).")
 
 
 def validate_loop(config) -> None:
-  """The loop's own settings, for every scheme; raises naming the key."""
+  """The settings every scheme's run shares (the loop's, the run's length,
+  the seed) and finite numbers throughout; raises naming the key."""
   for key in ("log_every", "eval_every", "checkpoint_every"):
     if config.train[key] <= 0:
       raise ValueError(f"config.train.{key}={config.train[key]} must be > 0.")
+  _check_signs(config.train, "config.train",
+               {**_LENGTH, "seed": "a PRNG seed: jax's and grain's"})
+  keep = config.train.keep_checkpoints
+  if keep == 0 or keep < -1:
+    raise ValueError(
+        f"config.train.keep_checkpoints={keep}: keep at least 1 (the newest"
+        " checkpoints; 0 would delete every one, the final one included);"
+        " -1 keeps all.")
   if config.train.nonfinite not in ("stop", "skip"):
     raise ValueError(f"config.train.nonfinite={config.train.nonfinite!r}: use"
                      " 'stop' or 'skip'.")
+  check_finite(config)
+
+
+def check_finite(config, prefix: str = "config") -> None:
+  """Raises on a NaN or infinite float anywhere in the config: no
+  hyperparameter means anything there, and a NaN learning rate would
+  otherwise surface only as step 1's non-finite loss."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      check_finite(value, f"{prefix}.{key}")
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"{prefix}.{key}={value} is not a finite number: set"
+                       " a finite value.")
+
+
+def config_warnings(config) -> list[str]:
+  """Settings that run, but likely not as meant: one line each, for the
+  scheme to print at the start."""
+  lines = []
+  lr = config.optimizer.learning_rate
+  if lr < 0:
+    lines.append(f"config.optimizer.learning_rate={lr} is negative: the"
+                 " updates climb the loss (gradient ascent).")
+  data_dir = config.data.get("data_dir")
+  if (data_dir and config.data.get("prepare", True)
+      and not os.path.isdir(os.path.expanduser(data_dir))):
+    lines.append(f"config.data.data_dir={data_dir!r} does not exist: it will"
+                 " be created and the dataset prepared there.")
+  return lines
 
 
 def validate(config, *, num_batch_shards: int, process_count: int) -> None:
@@ -233,7 +361,12 @@ def validate(config, *, num_batch_shards: int, process_count: int) -> None:
   validate_loop(config)
   for key in ("batch_size", "eval_batch_size"):
     size = config.data[key]
-    if size <= 0 or size % num_batch_shards:
+    if size <= 0:
+      raise ValueError(
+          f"config.data.{key}={size} must be positive: the global batch, e.g."
+          f" {math.lcm(num_batch_shards, process_count)} (a multiple of the"
+          f" {num_batch_shards} batch shards of the mesh).")
+    if size % num_batch_shards:
       raise ValueError(
           f"config.data.{key}={size} must be a positive multiple of the"
           f" {num_batch_shards} batch shards of the mesh (each device takes"
@@ -266,12 +399,22 @@ def multiples_near(size: int, factor: int) -> str:
   return " or ".join(str(s) for s in (below, below + factor) if s > 0)
 
 
+# A workdir's filesystem needs at least this much free at the start: the
+# config, the metrics and a small model's first checkpoint (MNIST-1D's CNN
+# with Adam: about 0.1 MB) fit well under it; with less the run would fail at
+# its first write, or its first save. Bigger checkpoints are not known yet.
+MIN_FREE_BYTES = 1 << 20
+_PROBE_BYTES = 64 << 10  # written and synced: quotas statvfs does not show
+
+
 def check_workdir(path: str) -> None:
-  """Raises unless `path` is, or can be made, a writable directory.
+  """Raises unless `path` is, or can be made, a writable directory on a
+  filesystem with room (`MIN_FREE_BYTES`).
 
   Creates nothing, so a run that fails its checks leaves no workdir behind.
-  It writes (and at once drops) an unnamed temporary file rather than asking
-  os.access, which answers yes to root where a write would still fail.
+  It writes, syncs and at once drops an unnamed temporary file rather than
+  asking os.access, which answers yes to root where a write would still
+  fail; an empty file would not notice a full disk.
   """
   if not path:
     raise ValueError("--workdir is empty: name the run's directory.")
@@ -284,13 +427,27 @@ def check_workdir(path: str) -> None:
     raise ValueError(
         f"--workdir {path!r} cannot be created: {existing!r} is {what}."
         " Choose a --workdir that is, or is under, a directory.")
+  refused = None  # the probe's error, when the disk or quota is full
   try:
-    with tempfile.TemporaryFile(dir=existing):
-      pass
+    with tempfile.TemporaryFile(dir=existing) as probe:
+      probe.write(bytes(_PROBE_BYTES))
+      probe.flush()
+      os.fsync(probe.fileno())
   except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise ValueError(
+          f"--workdir {path!r} is not writable: writing in {existing!r} failed"
+          f" ({e.strerror or e}). Choose a --workdir you can write to.") from e
+    refused = e.strerror
+  stat = os.statvfs(existing)
+  free = stat.f_bavail * stat.f_frsize
+  if refused or free < MIN_FREE_BYTES:
     raise ValueError(
-        f"--workdir {path!r} is not writable: writing in {existing!r} failed"
-        f" ({e.strerror or e}). Choose a --workdir you can write to.") from e
+        f"--workdir {path!r} is on a full filesystem: {free:,} bytes free in"
+        f" {existing!r}{f' ({refused})' if refused else ''}, under the"
+        f" {MIN_FREE_BYTES:,} a run needs to start (its config, metrics and"
+        " checkpoints). Free some space, or choose a --workdir on another"
+        " filesystem.")
 
 
 # Keys a resumed run may change: they change neither the model nor the

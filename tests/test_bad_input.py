@@ -1,11 +1,17 @@
-"""Bad input fails before any compilation, naming the key and the fix."""
+"""Bad input fails before any compilation, naming the key and the fix.
+
+Every bad input is one row of BAD_INPUTS: how to give it (a config change,
+an experiment file, a command line) and the words its message must contain.
+"""
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -14,13 +20,14 @@ import pytest
 
 from deeplearn import config as config_lib, data
 from deeplearn.schemes import supervised
+from run_helpers import start_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny")
 
 
 def tiny_config(data_dir):
-  config = config_lib.from_file(
-      os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny"))
+  config = config_lib.from_file(TINY)
   config.data.data_dir = data_dir
   return config
 
@@ -52,50 +59,227 @@ def _set(key, value):
   return apply
 
 
-# (override, the message's key and value, the suggested fix)
-TYPOS = {
-    "model": (_set("model.name", "mnist1d_cnnn"),
-              "config.model.name='mnist1d_cnnn'", "'mnist1d_cnn'"),
-    "model_field": (_set("model.chanels", 8),
-                    "config.model.chanels", "'channels'"),
-    "dataset": (_set("data.dataset", "mnist1e"),
-                "config.data.dataset='mnist1e'", "'mnist1d'"),
-    "catalog_dataset": (_set("data.dataset", "mnsit"),
-                        "config.data.dataset='mnsit'", "'mnist'"),
-    "optimizer": (_set("optimizer.name", "adma"),
-                  "config.optimizer.name='adma'", "'adam'"),
-    "schedule": (_set("schedule.name", "cosin"),
-                 "config.schedule.name='cosin'", "'cosine'"),
-    "task": (_set("task", "clasification"),
-             "config.task='clasification'", "'classification'"),
-    "pp_op": (_set("data.pp_train", "standardise"),
-              "config.data.pp_train='standardise'", "'standardize'"),
-    "averaging": (_set("optimizer.averaging", "emma"),
-                  "config.optimizer.averaging='emma'", "'ema'"),
-    "mesh_axis": (_set("mesh.dta", 8), "config.mesh has unknown axes",
-                  "'data'"),
-    "sharding_axis": (_set("sharding.rules", (("batch", "dat"),)),
-                      "config.sharding.rules maps 'batch'", "'data'"),
-    "split": (_set("data.train_split", "trian"),
-              "config.data.train_split='trian'", "'train'"),
+@dataclasses.dataclass(frozen=True)
+class Change:
+  """Keys set on the tiny experiment, in-process: supervised.build (then the
+  training data, which reads some names) raises; with `warns`, it prints.
+  A callable value is called with the test's tmp_path."""
+  keys: dict[str, Any]
+  warns: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class File:
+  """An experiment file with this text: config.from_file raises."""
+  text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Cli:
+  """`python -m deeplearn.train` on the tiny experiment (or an experiment
+  file with `text`) with `args`: exits non-zero, the message in stderr.
+  `workdir(tmp_path, cleanup)` may prepare the workdir (a full disk)."""
+  args: tuple[str, ...] = ()
+  text: str | None = None
+  workdir: Callable | None = None
+
+
+def mlp_model(**fields):
+  return ml_collections.ConfigDict({"name": "mlp", "num_classes": 10,
+                                    "hidden_sizes": (16,), **fields})
+
+
+NO_RETURN = """
+from deeplearn.config import default_config
+
+def get_config(arg=None):
+  config = default_config()
+"""
+
+
+def full_disk(tmp_path, cleanup):
+  """A workdir on a 1 MiB tmpfs filled to the last byte."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                          str(disk)], capture_output=True, text=True)
+  if mount.returncode:
+    pytest.skip(f"cannot mount a tmpfs: {mount.stderr.strip()}")
+  cleanup.callback(subprocess.run, ["umount", str(disk)], check=True)
+  with open(disk / "filler", "wb", buffering=0) as f:
+    with contextlib.suppress(OSError):
+      while True:
+        f.write(b"\0" * 4096)
+  return disk / "run"
+
+
+# name: (how to give it, what its message contains). Each new bad input is
+# one more row.
+BAD_INPUTS = {
+    # Misspelled names: the key and the closest right one.
+    "model": (Change({"model.name": "mnist1d_cnnn"}),
+              ("config.model.name='mnist1d_cnnn'",
+               "did you mean 'mnist1d_cnn'?")),
+    "model_field": (Change({"model.chanels": 8}),
+                    ("config.model.chanels", "did you mean 'channels'?")),
+    "dataset": (Change({"data.dataset": "mnist1e"}),
+                ("config.data.dataset='mnist1e'", "did you mean 'mnist1d'?")),
+    "catalog_dataset": (Change({"data.dataset": "mnsit"}),
+                        ("config.data.dataset='mnsit'",
+                         "did you mean 'mnist'?")),
+    "optimizer": (Change({"optimizer.name": "adma"}),
+                  ("config.optimizer.name='adma'", "did you mean 'adam'?")),
+    "schedule": (Change({"schedule.name": "cosin"}),
+                 ("config.schedule.name='cosin'", "did you mean 'cosine'?")),
+    "task": (Change({"task": "clasification"}),
+             ("config.task='clasification'",
+              "did you mean 'classification'?")),
+    "pp_op": (Change({"data.pp_train": "standardise"}),
+              ("config.data.pp_train='standardise'",
+               "did you mean 'standardize'?")),
+    "averaging": (Change({"optimizer.averaging": "emma"}),
+                  ("config.optimizer.averaging='emma'",
+                   "did you mean 'ema'?")),
+    "mesh_axis": (Change({"mesh.dta": 8}),
+                  ("config.mesh has unknown axes", "did you mean 'data'?")),
+    "sharding_axis": (Change({"sharding.rules": (("batch", "dat"),)}),
+                      ("config.sharding.rules maps 'batch'",
+                       "did you mean 'data'?")),
+    "split": (Change({"data.train_split": "trian"}),
+              ("config.data.train_split='trian'", "did you mean 'train'?")),
+    "activation_typo": (Change({"model": mlp_model(activation="relux")}),
+                        ("config.model.activation='relux'",
+                         "did you mean 'relu'?")),
+    # Not an activation: a layer class, a normalisation across features.
+    "activation_layer": (Change({"model": mlp_model(activation="Dense")}),
+                         ("config.model.activation='Dense' is not an"
+                          " elementwise activation", "'relu', 'gelu'")),
+    "activation_softmax": (Change({"model": mlp_model(activation="softmax")}),
+                           "config.model.activation='softmax' is not an"
+                           " elementwise activation"),
+    "kernel_init": (Change({"model": mlp_model(kernel_init="he_normall")}),
+                    ("config.model.kernel_init='he_normall'",
+                     "did you mean 'he_normal'?")),
+    # Devices and mesh.
+    "mesh_sizes": (Change({"mesh.data": 3, "mesh.model": 2}),
+                   ("config.mesh {'data': 3, 'model': 2} uses 6 devices but 8",
+                    "multiply to 8, or set one axis to -1")),
+    "batch_over_devices": (Change({"data.batch_size": 100}),
+                           ("config.data.batch_size=100", "8 batch shards",
+                            "use 96 or 104")),
+    "bn_axis_name": (Change({"model.bn_axis_name": "data"}),
+                     ("config.model.bn_axis_name='data': leave it unset",
+                      "step_form='shard_map'")),
+    # Numbers out of range.
+    "keep_no_checkpoint": (Change({"train.keep_checkpoints": 0}),
+                           ("config.train.keep_checkpoints=0",
+                            "-1 keeps all")),
+    "keep_negative_checkpoints": (Change({"train.keep_checkpoints": -3}),
+                                  ("config.train.keep_checkpoints=-3",
+                                   "-1 keeps all")),
+    "negative_steps": (Change({"train.num_steps": -5}),
+                       ("config.train.num_steps=-5", "must be >= 0")),
+    "negative_epochs": (Change({"train.num_steps": 0, "train.num_epochs": -1.0}),
+                        ("config.train.num_epochs=-1.0", "must be >= 0")),
+    "epochs_round_to_no_step": (
+        Change({"train.num_steps": 0, "train.num_epochs": 0.001}),
+        ("config.train.num_epochs=0.001", "0 steps", "4000 examples",
+         "at least 0.008")),
+    "negative_batch": (Change({"data.batch_size": -4}),
+                       ("config.data.batch_size=-4 must be positive",
+                        "e.g. 8")),
+    "negative_eval_batch": (Change({"data.eval_batch_size": -8}),
+                            "config.data.eval_batch_size=-8 must be positive"),
+    "batch_over_split": (Change({"data.batch_size": 100_000}),
+                         ("config.data.batch_size=100000",
+                          "4000 examples", "'train' split")),
+    "zero_width": (Change({"model.channels": 0}),
+                   ("config.model.channels=0 must be >= 1",)),
+    "negative_width_in_a_tuple": (
+        Change({"model": mlp_model(hidden_sizes=(16, -2))}),
+        "config.model.hidden_sizes=(16, -2) must be >= 1"),
+    "negative_seed": (Change({"train.seed": -1}),
+                      ("config.train.seed=-1", "must be >= 0")),
+    "nan_learning_rate": (Change({"optimizer.learning_rate": float("nan")}),
+                          ("config.optimizer.learning_rate=nan",
+                           "a finite number")),
+    "inf_weight_decay": (Change({"optimizer.weight_decay": float("inf")}),
+                         ("config.optimizer.weight_decay=inf",
+                          "a finite number")),
+    # Experiment files and the command line.
+    "get_config_returns_none": (File(NO_RETURN),
+                                ("get_config() returned None",
+                                 "must return the ConfigDict")),
+    "cli_get_config_returns_none": (Cli(text=NO_RETURN),
+                                    ("get_config() returned None",
+                                     "must return the ConfigDict")),
+    "cli_missing_section": (Cli(("--config.foo.bar=1",)),
+                            ("--config.foo.bar", "config has no section 'foo'",
+                             "'optimizer'")),
+    "cli_missing_mesh_axis": (Cli(("--config.mesh.model=2",)),
+                              ("--config.mesh.model",
+                               "config.mesh has no axis 'model'",
+                               "axes: ['data']", "config.mesh.model = 2")),
+    "cli_full_disk": (Cli(workdir=full_disk),
+                      ("is on a full filesystem", "bytes free")),
+    # Warned about: one line at the start, the run goes on.
+    "negative_learning_rate": (Change({"optimizer.learning_rate": -0.01},
+                                      warns=True),
+                               ("config.optimizer.learning_rate=-0.01",
+                                "gradient ascent")),
+    "missing_data_dir": (Change({"data.data_dir": lambda tmp: str(tmp / "new")},
+                                warns=True),
+                         ("config.data.data_dir=", "/new' does not exist",
+                          "will be created")),
 }
 
 
-@pytest.mark.parametrize("typo", sorted(TYPOS))
-def test_a_misspelled_name_fails_before_compiling_and_suggests_the_right_one(
-    tfds_data_dir, typo):
-  override, key, suggestion = TYPOS[typo]
-  config = tiny_config(tfds_data_dir)
-  override(config)
-  with no_compilation(), pytest.raises(ValueError) as error:
-    run = supervised.build(config)
-    # Some names (preprocessing ops, splits) are read with the data.
-    data.train_dataset(config.data, seed=0, process_index=0,
-                       process_count=1)
-    del run
-  message = str(error.value)
-  assert key in message
-  assert f"did you mean {suggestion}?" in message
+def given(how: Cli, tmp_path, cleanup) -> str:
+  """The CLI run's stderr; asserts that it failed."""
+  spec = TINY
+  if how.text is not None:
+    spec = str(tmp_path / "experiment.py")
+    with open(spec, "w") as f:
+      f.write(how.text)
+  workdir = how.workdir(tmp_path, cleanup) if how.workdir else tmp_path / "run"
+  proc = start_cli(spec, workdir, *how.args,
+                   env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode != 0, stderr[-3000:]
+  return stderr
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_fails_before_compiling_naming_the_key_and_the_fix(
+    tfds_data_dir, tmp_path, capsys, name):
+  how, message = BAD_INPUTS[name]
+  if isinstance(how, Cli):
+    with contextlib.ExitStack() as cleanup:
+      text = given(how, tmp_path, cleanup)
+  elif isinstance(how, File):
+    path = tmp_path / "experiment.py"
+    path.write_text(how.text)
+    with pytest.raises(ValueError) as error:
+      config_lib.from_file(str(path))
+    text = str(error.value)
+  else:
+    config = tiny_config(tfds_data_dir)
+    for key, value in how.keys.items():
+      _set(key, value(tmp_path) if callable(value) else value)(config)
+    if how.warns:
+      with no_compilation():
+        supervised.build(config)
+      text = capsys.readouterr().out
+    else:
+      with no_compilation(), pytest.raises(ValueError) as error:
+        supervised.build(config)
+        data.train_dataset(config.data, seed=0, process_index=0,
+                           process_count=1)
+      text = str(error.value)
+  for part in (message,) if isinstance(message, str) else message:
+    assert part in text, text[-3000:]
+  if isinstance(how, Change) and how.warns:
+    assert text.count("warning:") == 1, text  # one line, printed once
 
 
 def test_a_name_with_no_close_match_lists_the_choices_only(tfds_data_dir):
@@ -108,44 +292,10 @@ def test_a_name_with_no_close_match_lists_the_choices_only(tfds_data_dir):
   assert "['sgd', 'adagrad', 'adam', 'adamw', 'lars', 'lamb']" in message
 
 
-def test_mesh_sizes_must_use_every_device(tfds_data_dir):
+def test_a_batch_that_divides_over_fewer_devices_passes(tfds_data_dir):
   config = tiny_config(tfds_data_dir)
-  config.mesh.data = 3
-  with config.unlocked():
-    config.mesh.model = 2
-  with no_compilation(), pytest.raises(ValueError) as error:
-    supervised.build(config)
-  message = str(error.value)
-  assert "config.mesh {'data': 3, 'model': 2} uses 6 devices but 8" in message
-  assert "multiply to 8, or set one axis to -1" in message
-
-
-def test_global_batch_must_divide_over_the_data_parallel_devices(
-    tfds_data_dir):
-  config = tiny_config(tfds_data_dir)
-  config.data.batch_size = 100
-  with no_compilation(), pytest.raises(ValueError) as error:
-    supervised.build(config)
-  message = str(error.value)
-  assert "config.data.batch_size=100" in message
-  assert "8 batch shards" in message and "use 96 or 104" in message
-  config.data.batch_size = 100
+  config.data.batch_size = 100  # refused over 8 devices (BAD_INPUTS)
   supervised.build(config, devices=jax.devices()[:4])  # 100 = 4 x 25
-
-
-def test_a_batch_norm_axis_name_in_the_config_is_refused(tfds_data_dir):
-  # Under jit there is no named axis to average over (the statistics are
-  # already global); without the check flax fails mid-trace on the name.
-  config = tiny_config(tfds_data_dir)
-  with config.unlocked():
-    config.model = ml_collections.ConfigDict(
-        {"name": "mlp", "num_classes": 10, "hidden_sizes": (16,),
-         "batch_norm": True, "bn_axis_name": "data"})
-  with no_compilation(), pytest.raises(ValueError) as error:
-    supervised.build(config)
-  message = str(error.value)
-  assert "config.model.bn_axis_name='data': leave it unset" in message
-  assert "step_form='shard_map'" in message
 
 
 # Workdirs. Tests run as root, whom chmod does not stop: these paths fail for

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 from jax import lax
 
-from deeplearn.config import did_you_mean
+from deeplearn.config import check_choice, did_you_mean
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -111,12 +111,21 @@ def torch_uniform(fan_in: int):
   return init
 
 
+# The names `activation` takes: functions applied to each unit on its own, so
+# a layer's width is its output's (not glu, which halves it; not softmax,
+# which normalises across units). "identity" leaves a deep linear network.
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "selu", "celu", "silu",
+               "swish", "softplus", "leaky_relu", "relu6", "hard_tanh",
+               "hard_sigmoid", "hard_silu", "log_sigmoid", "soft_sign", "mish",
+               "identity")
+
+
 def activation(name: str):
-  """An activation function by name, from flax.linen or else jax.nn ("relu", "gelu", ...)."""
-  fn = getattr(nn, name, None) or getattr(jax.nn, name, None)
-  if not callable(fn) or isinstance(fn, type):
-    raise ValueError(f"config.model.activation={name!r} is not a function in flax.linen or jax.nn")
-  return fn
+  """The elementwise activation `name` (one of ACTIVATIONS), from flax.linen or
+  else jax.nn."""
+  check_choice("config.model.activation", name, ACTIVATIONS,
+               "an elementwise activation")
+  return getattr(nn, name, None) or getattr(jax.nn, name)
 
 
 # --- Which form: config.kernels -------------------------------------------------------

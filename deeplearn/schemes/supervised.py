@@ -10,7 +10,7 @@ split supplies the batches and checkpoints its position.
 import jax
 
 from deeplearn import config as config_lib, data, models, step as step_lib, tasks
-from deeplearn.models import layers
+from deeplearn.models import layers, registry
 from deeplearn.parallel import forms, mesh as mesh_lib, sharding
 from deeplearn.schemes.base import Scheme
 
@@ -26,12 +26,23 @@ def build(config, devices=None) -> step_lib.Run:
       process_count=jax.process_count())
   forms.check(config, mesh, rules)
   layers.check_kernels(config.get("kernels"))
+  registry.check_values(config.model)
+  if jax.process_index() == 0:
+    for line in config_lib.config_warnings(config):
+      print(f"warning: {line}", flush=True)
   info = data.get_info(config.data)
   for key, value in (("num_classes", info.num_classes),
                      ("vocab_size", info.vocab_size)):
     if value and key in config.model and config.model[key] != value:
       raise ValueError(f"config.model.{key}={config.model[key]}, but"
                        f" {info.name} has {value}.")
+  split, batch = config.data.train_split, config.data.batch_size
+  if batch > info.num_examples.get(split, batch):
+    raise ValueError(
+        f"config.data.batch_size={batch} is larger than {info.name}'s"
+        f" {split!r} split ({info.num_examples[split]} examples): every step"
+        " would repeat examples. Use a batch of at most"
+        f" {info.num_examples[split]}.")
   model = models.get_model(config.model)
   task = tasks.get_task(config.task or info.task, model, info,
                         config.loss.label_smoothing)
