@@ -8,6 +8,8 @@ every scheme alike, with checkpoints, resume, signals, logging and the
 summary. Re-running the same command resumes from the newest checkpoint in
 the workdir; a finished run reports its summary again. SIGTERM or Ctrl-C
 save a checkpoint and stop (Ctrl-C then exits as interrupted, status 130).
+A configuration or input error prints one line, `error: ...`, and exits 2
+(deeplearn/cli.py; DEEPLEARN_TRACEBACK=1 shows the traceback).
 """
 
 import os
@@ -15,10 +17,10 @@ import signal
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 
-from deeplearn import config as config_lib, distributed, files, loop, schemes
+from deeplearn import cli, config as config_lib, distributed, files, loop, schemes
 
 
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
@@ -79,7 +81,7 @@ def main():
     if result.get("signal") == "SIGINT":
       exit_as_interrupted()
 
-  app.run(run)
+  cli.run(run)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ LAYERS = [
                     "deeplearn.parallel.forms"]),
     ("schemes", ["deeplearn.schemes"]),
     ("loop", ["deeplearn.loop"]),
-    ("entry points", ["deeplearn.train", "deeplearn.evaluate", "deeplearn.sample",
+    ("entry points", ["deeplearn.cli", "deeplearn.train", "deeplearn.evaluate", "deeplearn.sample",
                       "deeplearn.inspect"]),
 ]
 

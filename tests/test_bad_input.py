@@ -220,6 +220,15 @@ BAD_INPUTS = {
                               ("--config.mesh.model",
                                "config.mesh has no axis 'model'",
                                "axes: ['data']", "config.mesh.model = 2")),
+    "cli_misspelled_key": (Cli(("--config.optimizer.learnin_rate=0.1",)),
+                           ("error: --config.optimizer.learnin_rate: config."
+                            "optimizer has no key 'learnin_rate'; did you mean"
+                            " 'learning_rate'?",)),
+    "cli_wrong_type": (Cli(("--config.train.num_steps=abc",)),
+                       ("--config.train.num_steps=abc", "invalid literal")),
+    "cli_check_after_loading": (Cli(("--config.data.batch_size=-4",)),
+                                ("error: config.data.batch_size=-4 must be"
+                                 " positive",)),
     "cli_full_disk": (Cli(workdir=full_disk),
                       ("is on a full filesystem", "bytes free")),
     # Warned about: one line at the start, the run goes on.
@@ -245,7 +254,10 @@ def given(how: Cli, tmp_path, cleanup) -> str:
   proc = start_cli(spec, workdir, *how.args,
                    env={**os.environ, "JAX_PLATFORMS": "cpu"})
   _, stderr = proc.communicate(timeout=300)
-  assert proc.returncode != 0, stderr[-3000:]
+  # A user's error: one clean line and exit 2 (deeplearn/cli.py).
+  assert proc.returncode == 2, stderr[-3000:]
+  assert "Traceback" not in stderr and "FATAL" not in stderr, stderr[-3000:]
+  assert len([l for l in stderr.splitlines() if l.startswith("error: ")]) == 1
   return stderr
 
 
