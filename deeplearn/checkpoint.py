@@ -23,6 +23,7 @@ run are removed on start; a save that fails in the background raises
 `CheckpointSaveError` at the next `save` or `wait`.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -149,6 +150,17 @@ def _describe(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}"
 
 
+@contextlib.contextmanager
+def _quiet_logs():
+  """absl warnings off (orbax logs through absl) for the block."""
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
+
+
 def _key_name(key) -> str:
   """A tree path entry as orbax names it in a checkpoint's array paths."""
   for attribute in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey,
@@ -179,10 +191,24 @@ class Checkpointer:
     self.config_json = config_json
     self.read_only = read_only
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.manager = ocp.CheckpointManager(
+    # A reader's manager: orbax logs a warning for each writer's option it
+    # overrides, and one that the folder is read-only, which the reader asked
+    # for; the options are given as orbax sets them, the last one silenced.
+    quiet = _quiet_logs() if read_only else contextlib.nullcontext()
+    with quiet:
+      self.manager = self._manager(keep, read_only)
+    # orbax deletes the tmp folders in a background thread; wait for it, so
+    # that none is left once the constructor returns.
+    # pylint: disable-next=protected-access
+    self.manager._maybe_await_cleanup_tmp_directory()
+    self._saving = None  # the step of the save that may still be running
+
+  def _manager(self, keep: int, read_only: bool):
+    return ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=None if keep == -1 else keep,
+            max_to_keep=None if keep == -1 or read_only else keep,
+            save_interval_steps=0 if read_only else 1,
             create=not read_only, read_only=read_only,
             # Deletes <step>.orbax-checkpoint-tmp* folders left by a killed
             # run (on the primary process only).
@@ -193,11 +219,6 @@ class Checkpointer:
             async_options=ocp.AsyncOptions(
                 create_directories_asynchronously=False)),
         item_names=("state", "data", "config", "run", "integrity"))
-    # orbax deletes the tmp folders in a background thread; wait for it, so
-    # that none is left once the constructor returns.
-    # pylint: disable-next=protected-access
-    self.manager._maybe_await_cleanup_tmp_directory()
-    self._saving = None  # the step of the save that may still be running
 
   def latest_step(self) -> int | None:
     """The newest complete step (orbax never lists tmp folders)."""
@@ -262,7 +283,12 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, data_iterator=None):
     """Restores `step` onto `abstract_state`'s shapes and shardings (any
-    mesh), after checking it; raises CorruptCheckpointError if damaged."""
+    mesh), after checking it; raises CorruptCheckpointError if damaged, and
+    ValueError listing the steps there are if there is none at `step`."""
+    steps = self.manager.all_steps()
+    if step not in steps:
+      raise ValueError(f"No checkpoint at step {step} in {self.directory};"
+                       f" available: {sorted(steps) or 'none'}.")
     state, problems = self._restore_checked(step, abstract_state,
                                             data_iterator)
     if problems:

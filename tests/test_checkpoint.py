@@ -430,3 +430,15 @@ def test_keep_checkpoints_keeps_at_least_one_or_all(tmp_path):
   ckpt.close()
   assert checkpoint.Checkpointer(str(tmp_path / "b")).manager.all_steps() == [
       1, 2, 3, 4, 5]
+
+
+def test_a_step_without_a_checkpoint_is_named_with_those_there_are(
+    run_copy, caplog):
+  workdir, config = run_copy
+  with caplog.at_level("WARNING"):
+    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
+  assert caplog.records == []  # no orbax warnings about the reader's options
+  with pytest.raises(ValueError, match=r"No checkpoint at step 7 in .*;"
+                     r" available: \[10, 20\]\."):
+    ckpt.restore(7, abstract_state(config))
+  ckpt.close()
