@@ -7,9 +7,9 @@
 #
 # Everything after `--` goes to `python -m deeplearn.train` on every process.
 # Process i writes WORKDIR/logs/process_<i>.log; process 0 also prints to the
-# terminal. If one process fails, or on Ctrl-C, the others are stopped (SIGTERM,
-# then SIGKILL) and the script exits non-zero; Ctrl-C makes every process save
-# a checkpoint first, so re-running the same command resumes.
+# terminal, less gloo's connection lines. If one process fails, or on Ctrl-C,
+# the others are stopped (SIGTERM, then SIGKILL) and the script exits non-zero;
+# Ctrl-C makes every process save a checkpoint first, so re-running resumes.
 # Environment: PYTHON (default python3), JAX_PLATFORMS (default cpu).
 set -euo pipefail
 
@@ -143,7 +143,9 @@ for ((i = 0; i < num_processes; i++)); do
   log="$logs/process_$i.log"
   if ((i == 0)); then
     mkfifo "$fifo_dir/out"
-    tee "$log" <"$fifo_dir/out" &
+    # The log keeps everything; the terminal leaves out gloo's connection
+    # lines (one per peer and device: CPU collectives' set-up, not news).
+    tee "$log" <"$fifo_dir/out" | grep --line-buffered -v '^\[Gloo\]' &
     tee_pid=$!
     "${cmd[@]}" >"$fifo_dir/out" 2>&1 &
   else

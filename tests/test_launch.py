@@ -362,6 +362,7 @@ def test_local_sh_two_processes_match_one_process_with_eight_devices(
       text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "2 process(es), 8 devices, mesh data=8" in result.stdout
+  assert "[Gloo]" not in result.stdout  # the terminal copy leaves them out
   assert (workdir / "logs" / "process_1.log").exists()
   steps, losses = train_losses(str(workdir))
   ref_steps, ref_losses = train_losses(str(tmp_path / "one"))
