@@ -304,8 +304,9 @@ class Ledger:
       self.log(line)
     self.pending = []
 
-  def eval_metrics(self, step: int, values: dict) -> None:
+  def eval_metrics(self, step: int, values: dict, images: dict) -> None:
     self.writer.write(step, "eval", values)
+    self.writer.images(step, images)
     self.log(f"eval   step {step}: " + " ".join(
         f"{k}={v:.4g}" for k, v in sorted(values.items())))
 
@@ -380,7 +381,7 @@ def _run(scheme, workdir: str, timer: Timer) -> dict:
       if log_now:
         ledger.train_metrics(step)
       if eval_now:
-        ledger.eval_metrics(step, scheme.evaluate(state))
+        ledger.eval_metrics(step, scheme.evaluate(state), scheme.images(state))
       if save_now:
         ckpt.save(step, state, inputs, run={"timing": timer.totals()})
       if stopped and not last:

@@ -7,14 +7,19 @@ Records are appended, never rewritten in place: a resumed run that must drop
 records past its checkpoint writes the kept ones to a new file and renames
 it over the old (deeplearn.files.write_atomic), so no failure loses the
 history. TensorBoard's events are flushed at every write, so a run that
-dies (a full disk, a SIGKILL) keeps what it logged.
+dies (a full disk, a SIGKILL) keeps what it logged. A scheme's pictures
+(sample grids, reconstructions) go to WORKDIR/images/<name>/<step>.png and to
+TensorBoard.
 """
 
+import io
 import json
 import os
 import time
 
 from absl import logging
+import numpy as np
+import PIL.Image
 from tensorboardX import SummaryWriter
 
 from deeplearn import files
@@ -24,6 +29,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
+    self.workdir = workdir
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = SummaryWriter(logdir=workdir) if enabled else None
 
@@ -38,6 +44,25 @@ class MetricWriter:
                           **values}) + "\n")
     for name, value in values.items():
       self._tb.add_scalar(f"{split}/{name}", value, step)
+    self._tb.flush()
+
+  def images(self, step: int, images: dict) -> None:
+    """Each {name: uint8 [H, W] or [H, W, 3]} as WORKDIR/images/<name>/
+    <step>.png (atomically) and as a TensorBoard image."""
+    if not self.enabled:
+      return
+    for name, image in images.items():
+      image = np.asarray(image)
+      if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"image {name!r}: {image.dtype} {image.shape}; images"
+                         " are uint8 [H, W] or [H, W, 3]")
+      folder = os.path.join(self.workdir, "images", name)
+      os.makedirs(folder, exist_ok=True)
+      png = io.BytesIO()
+      PIL.Image.fromarray(image).save(png, format="PNG")
+      files.write_atomic(os.path.join(folder, f"{step:08d}.png"), png.getvalue())
+      self._tb.add_image(name, image, step,
+                         dataformats="HW" if image.ndim == 2 else "HWC")
     self._tb.flush()
 
   def truncate_after(self, step: int) -> list[str]:

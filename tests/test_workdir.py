@@ -14,7 +14,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+import PIL.Image
 import pytest
+from tensorboardX.proto import event_pb2
 
 from deeplearn import files, metrics, preemption
 from run_helpers import ROOT, n_records, start_cli, wait_for_records
@@ -278,23 +281,28 @@ def test_a_second_ctrl_c_stops_at_once():
 
 # 12. TensorBoard's events reach the disk at every log interval.
 
-def tensorboard_steps(workdir, tag):
-  """The steps of `tag`'s scalars in the workdir's events file(s)."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
-  steps = []
-  for name in os.listdir(workdir):
+def events(workdir):
+  """The Event protos of the workdir's TensorBoard events file(s)."""
+  out = []
+  for name in sorted(os.listdir(workdir)):
     if name.startswith("events.out.tfevents"):
-      data = open(os.path.join(workdir, name), "rb").read()
-      offset = 0
+      with open(os.path.join(workdir, name), "rb") as f:
+        data = f.read()
+      offset = 0  # TFRecords: length u64, its crc u32, payload, payload crc
       while offset + 12 <= len(data):
         (length,) = struct.unpack("<Q", data[offset:offset + 8])
         payload = data[offset + 12:offset + 12 + length]
         if len(payload) < length:
           break
-        event = event_pb2.Event.FromString(payload)
-        steps += [event.step for v in event.summary.value if v.tag == tag]
+        out.append(event_pb2.Event.FromString(payload))
         offset += 12 + length + 4
-  return steps
+  return out
+
+
+def tensorboard_steps(workdir, tag):
+  """The steps of `tag`'s scalars in the workdir's events file(s)."""
+  return [e.step for e in events(workdir) for v in e.summary.value
+          if v.tag == tag]
 
 
 def test_tensorboard_events_survive_a_killed_run(tmp_path, tfds_data_dir):
@@ -310,3 +318,21 @@ def test_tensorboard_events_survive_a_killed_run(tmp_path, tfds_data_dir):
   proc.communicate()
   steps = tensorboard_steps(str(workdir), "train/loss")
   assert steps[:5] == [1, 2, 3, 4, 5]
+
+
+def test_images_are_written_as_png_and_tensorboard_images(tmp_path):
+  writer = metrics.MetricWriter(str(tmp_path))
+  grey = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+  rgb = np.stack([grey, 255 - grey, grey], axis=-1)
+  writer.images(40, {"samples": grey, "reconstructions": rgb})
+  with pytest.raises(ValueError, match="image 'bad': float32"):
+    writer.images(40, {"bad": grey.astype(np.float32)})
+  writer.close()
+  np.testing.assert_array_equal(
+      np.asarray(PIL.Image.open(tmp_path / "images" / "samples" / "00000040.png")),
+      grey)
+  np.testing.assert_array_equal(np.asarray(PIL.Image.open(
+      tmp_path / "images" / "reconstructions" / "00000040.png")), rgb)
+  images = [(v.tag, e.step) for e in events(str(tmp_path))
+            for v in e.summary.value if v.HasField("image")]
+  assert sorted(images) == [("reconstructions", 40), ("samples", 40)]

@@ -28,6 +28,12 @@ time its constructor returns, before anything compiles. It supplies:
                                                 `health` plus "streak"
   nonfinite_leaf_names()                        names health indexes into
   evaluate(state) -> {metric: float}
+  images(state) -> {name: uint8 array}          pictures at each evaluation
+                                                (sample grids,
+                                                reconstructions): [H, W] or
+                                                [H, W, 3]; the loop writes
+                                                WORKDIR/images/<name>/<step>.png
+                                                and TensorBoard images
   describe(state) -> str                        the run's first line
   log_line(step, means) -> str | None           a line per log interval
   finish(state, workdir, summary) -> dict       what a finished run leaves
@@ -57,6 +63,11 @@ class Scheme:
     """A line to print at each log interval (train metrics' means)."""
     del step, means
     return None
+
+  def images(self, state) -> dict:
+    """{name: uint8 [H, W] or [H, W, 3]} to picture at each evaluation."""
+    del state
+    return {}
 
   def finish(self, state, workdir: str, summary: dict) -> dict:
     """Writes what a finished run leaves beside summary.json (vectors,
