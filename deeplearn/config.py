@@ -496,8 +496,13 @@ def resume_differences(stored, new) -> tuple[list[str], list[str]]:
   continued. Keys not in RESUME_SAFE are unsafe, new ones included, except
   a key the stored config predates that the new one leaves at its default.
   """
-  old, cur = _flatten(stored.to_dict()), _flatten(new.to_dict())
-  defaults = _flatten(default_config().to_dict())
+  # Both sides as a stored config reads back (from_json): a default key an
+  # experiment leaves out (a model section without `name`) is absent from
+  # the new config but filled in on the stored one.
+  defaults_tree = default_config().to_dict()
+  old = _flatten(_defaults_under(defaults_tree, stored.to_dict()))
+  cur = _flatten(_defaults_under(defaults_tree, new.to_dict()))
+  defaults = _flatten(defaults_tree)
   schedule = cur.get("schedule.name", "constant")
   spans_run = schedule != "constant" and not cur.get("schedule.decay_steps")
   unsafe, safe = [], []

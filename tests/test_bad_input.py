@@ -511,3 +511,12 @@ def test_a_resume_may_change_the_number_of_data_workers(tfds_data_dir, before,
   for a, b in zip(got, expected, strict=True):
     np.testing.assert_array_equal(a["inputs"], b["inputs"])
     np.testing.assert_array_equal(a["label"], b["label"])
+
+
+def test_a_default_key_the_experiment_leaves_out_resumes():
+  # config.model replaced whole, without the default `name`: the stored
+  # config reads back with name '' filled in; that is no difference.
+  config = config_lib.default_config()
+  config.model = ml_collections.ConfigDict({"width": 3})
+  stored = config_lib.from_json(config_lib.to_json(config))
+  assert config_lib.resume_differences(stored, config) == ([], [])
