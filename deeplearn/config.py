@@ -86,6 +86,10 @@ def default_config() -> ml_collections.ConfigDict:
   # MNIST-1D's PyTorch loop, whose split is already in random order).
   c.data.shuffle = True
   c.data.prepare = True
+  # N > 0: a TFDS catalog dataset that is not prepared in data_dir is N random
+  # examples a split from TFDS's mock generator, said at the start (the :tiny
+  # variants, offline); 0: the real set, downloaded if need be.
+  c.data.mock_examples = 0
   # Datasets TFDS prepares from files downloaded by hand (imagenet2012's
   # tars); None: <data_dir>/downloads/manual, TFDS's default.
   c.data.manual_dir = config_dict.placeholder(str)

@@ -1,4 +1,6 @@
-"""The digits convnet (digits_convnet.py) with DistBelief's data x model
+"""The digits convnet with DistBelief's data x model parallelism (model=2).
+
+The digits convnet (digits_convnet.py) with DistBelief's data x model
 parallelism: mesh `data x model=2`, every conv and dense kernel split over
 `model` by the rules table alone (Dean et al., "Large scale distributed deep
 networks", NIPS 2012; the splits are Megatron's, Shoeybi et al. 2019).
@@ -21,12 +23,16 @@ import os
 import ml_collections
 
 from deeplearn.config import MODEL_PARALLEL_RULES, from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "digits_convnet.py")
 
+VARIANTS = {"tiny": "30 steps at batch 64 (2 or more devices, an even number)"}
+
 
 def get_config(arg=None):
+  variants(arg, VARIANTS)
   config = from_file(RECIPE + (f":{arg}" if arg else ""))
   config.mesh = ml_collections.ConfigDict({"data": -1, "model": 2})
   config.sharding.rules = MODEL_PARALLEL_RULES

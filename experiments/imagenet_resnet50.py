@@ -4,13 +4,11 @@
 0.1 x 8192 / 256 = 3.2 (`optim.linear_scaling`) after 5 warm-up epochs, weight
 decay 1e-4 on kernels only, 90 epochs; here with a cosine decay and label
 smoothing 0.1 ("Bag of tricks", 2019). FSDP_RULES split the parameters and
-momentum 4 ways (ZeRO-3); needs a multiple of 4 devices. Variants, comma-separated:
-`lars` (MLPerf v0.6: LARS lr 10, decay 1e-4); `low_res` (progressive resizing,
-"ImageNet in 18 minutes": 30 epochs at 128 px on the full run's schedule,
-then the same command without it resumes at 224 px in the same workdir); `tiny`
-(width 8, 32 px, 3 steps: the tests, on TFDS mock data). ImageNet is a manual
-download (config.data.manual_dir); not run here. `deeplearn.inspect` on a
-v5e:16x16 slice: benchmarks/RESULTS.md.
+momentum 4 ways (ZeRO-3); needs a multiple of 4 devices. VARIANTS combine with
+commas; after `low_res` ("ImageNet in 18 minutes"), the same command without it
+resumes at 224 px in the same workdir. ImageNet is a manual download
+(config.data.manual_dir); not run here. `deeplearn.inspect` on a v5e:16x16
+slice: benchmarks/RESULTS.md.
 
   python -m deeplearn.train --config experiments/imagenet_resnet50.py --workdir runs/rn50
 """
@@ -18,6 +16,7 @@ v5e:16x16 slice: benchmarks/RESULTS.md.
 import ml_collections
 
 from deeplearn.config import FSDP_RULES, default_config
+from deeplearn.experiments import variants
 from deeplearn.optim import linear_scaling
 
 TRAIN_EXAMPLES, BATCH, EPOCHS, LOW_RES_EPOCHS = 1_281_167, 8192, 90, 30
@@ -28,11 +27,14 @@ def pp(size, resize):
   return train, f"resize_small({resize})|central_crop({size})|standardize('imagenet')"
 
 
+VARIANTS = {"lars": "LARS at lr 10, decay 1e-4, in place of SGD (MLPerf v0.6)",
+            "low_res": "progressive resizing's first phase: 30 epochs at 128 px",
+            "tiny": "width 8, 32 px, 3 steps, 4 devices; mock data where ImageNet is not"
+                    " prepared"}
+
+
 def get_config(arg=None):
-  variants = set(arg.split(",")) if arg else set()
-  if variants - {"lars", "low_res", "tiny"}:
-    raise ValueError(f"Unknown variant {arg!r}: use any of lars, low_res, tiny,"
-                     " comma-separated.")
+  chosen = variants(arg, VARIANTS)
   config = default_config()
   config.model = ml_collections.ConfigDict({
       "name": "resnet", "num_classes": 1000, "depth": 50, "width": 64})
@@ -58,20 +60,18 @@ def get_config(arg=None):
   config.train.eval_every = 782  # about 5 epochs
   config.train.checkpoint_every = 782
 
-  if "lars" in variants:
-    config.optimizer.name = "lars"
-    config.optimizer.learning_rate = 10.0
-    config.optimizer.l2 = 0.0
-    config.optimizer.weight_decay = 1e-4
-  if "low_res" in variants:
+  if "lars" in chosen:
+    config.optimizer.update(name="lars", learning_rate=10.0, l2=0.0, weight_decay=1e-4)
+  if "low_res" in chosen:
     config.data.pp_train, config.data.pp_eval = pp(128, 146)
     config.train.num_epochs = float(LOW_RES_EPOCHS)
-  if "tiny" in variants:
+  if "tiny" in chosen:
+    config.kernels.conv = "xla"  # compiles in half the time of im2col on a CPU
     config.model.width = 8
     config.data.pp_train, config.data.pp_eval = pp(32, 36)
-    config.data.batch_size = config.data.eval_batch_size = 16
-    config.schedule.warmup_steps = 1
-    config.schedule.decay_steps = 2
+    # mock_examples: where the dataset is not prepared.
+    config.data.update(batch_size=16, eval_batch_size=16, mock_examples=32)
+    config.schedule.update(warmup_steps=1, decay_steps=2)
     config.train.num_epochs, config.train.num_steps = 0.0, 3
     config.train.update(log_every=1, eval_every=3, checkpoint_every=3)
   if config.optimizer.name == "sgd":  # 0.1 per 256 images: 3.2 at batch 8192

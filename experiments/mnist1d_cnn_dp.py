@@ -1,4 +1,6 @@
-"""The MNIST-1D CNN recipe (mnist1d_cnn.py), synchronous data parallel over
+"""The MNIST-1D CNN, synchronous data parallel over every device present.
+
+The MNIST-1D CNN recipe (mnist1d_cnn.py), synchronous data parallel over
 every device present: each device takes an equal share of the global batch.
 
 `train.step_form` picks how the gradient all-reduce comes about: "jit" (the
@@ -25,12 +27,16 @@ import os
 import ml_collections
 
 from deeplearn.config import DATA_PARALLEL_RULES, from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "mnist1d_cnn.py")
 
+VARIANTS = {"tiny": "20 steps at batch 32"}
+
 
 def get_config(arg=None):
+  variants(arg, VARIANTS)
   config = from_file(RECIPE + (f":{arg}" if arg else ""))
   config.mesh = ml_collections.ConfigDict({"data": -1})
   config.sharding.rules = DATA_PARALLEL_RULES

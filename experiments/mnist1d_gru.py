@@ -1,4 +1,6 @@
-"""MNIST-1D GRU: the reference's bidirectional GRU (hidden size 6, PyTorch-
+"""MNIST-1D read by a GRU, step by step.
+
+MNIST-1D GRU: the reference's bidirectional GRU (hidden size 6, PyTorch-
 style biases) reading one value per step, 5,134 parameters; paper test
 accuracy about 91%.
 
@@ -13,12 +15,16 @@ import os
 import ml_collections
 
 from deeplearn.config import from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "mnist1d_cnn.py")
 
+VARIANTS = {"tiny": "20 steps at batch 32"}
+
 
 def get_config(arg=None):
+  variants(arg, VARIANTS)
   config = from_file(RECIPE + (f":{arg}" if arg else ""))
   config.model = ml_collections.ConfigDict({"name": "mnist1d_gru", "num_classes": 10})
   return config

@@ -1,4 +1,6 @@
-"""The MNIST-1D CNN (mnist1d_cnn.py) by local SGD: every device on the
+"""The MNIST-1D CNN trained by local SGD (replicas average every k steps).
+
+The MNIST-1D CNN (mnist1d_cnn.py) by local SGD: every device on the
 `data` axis is a replica with its own weights; it takes H = 8 SGD steps on
 its share of the batch alone, then one all-reduce averages the replicas'
 weights, so the bytes per step drop 8 times (deeplearn/parallel/local_sgd.py;
@@ -22,12 +24,16 @@ import os
 import ml_collections
 
 from deeplearn.config import DATA_PARALLEL_RULES, from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "mnist1d_cnn.py")
 
+VARIANTS = {"tiny": "20 steps at batch 32, averaging every 2"}
+
 
 def get_config(arg=None):
+  variants(arg, VARIANTS)
   config = from_file(RECIPE + (f":{arg}" if arg else ""))
   config.mesh = ml_collections.ConfigDict({"data": -1})  # 2 or more devices
   config.sharding.rules = DATA_PARALLEL_RULES

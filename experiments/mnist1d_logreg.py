@@ -1,4 +1,6 @@
-"""MNIST-1D Logistic regression: one linear layer, 410 parameters; paper
+"""MNIST-1D by logistic regression.
+
+MNIST-1D Logistic regression: one linear layer, 410 parameters; paper
 test accuracy about 32%.
 
 The paper's recipe (Adam 1e-2, batch 100, 6,000 steps) is the one in
@@ -12,12 +14,16 @@ import os
 import ml_collections
 
 from deeplearn.config import from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "mnist1d_cnn.py")
 
+VARIANTS = {"tiny": "20 steps at batch 32"}
+
 
 def get_config(arg=None):
+  variants(arg, VARIANTS)
   config = from_file(RECIPE + (f":{arg}" if arg else ""))
   config.model = ml_collections.ConfigDict({"name": "linear", "num_classes": 10})
   return config

@@ -12,9 +12,13 @@ on first use; tests use tfds mock data).
 import ml_collections
 
 from deeplearn.config import default_config
+from deeplearn.experiments import variants
+
+VARIANTS = {"tiny": "4 steps at batch 16; mock data where MNIST is not prepared"}
 
 
 def get_config(arg=None):
+  chosen = variants(arg, VARIANTS)
   config = default_config()
   config.model = ml_collections.ConfigDict({
       "name": "convnet", "num_classes": 10, "features": (32, 64),
@@ -34,6 +38,8 @@ def get_config(arg=None):
   config.train.log_every = 100
   config.train.eval_every = 1200
   config.train.checkpoint_every = 1200
-  if arg:
-    raise ValueError(f"Unknown variant {arg!r}: this experiment has none.")
+  if "tiny" in chosen:
+    config.data.update(batch_size=16, eval_batch_size=16, mock_examples=32)
+    config.train.update(num_epochs=0.0, num_steps=4, log_every=2, eval_every=4,
+                        checkpoint_every=4)
   return config

@@ -18,20 +18,16 @@ import os
 import ml_collections
 
 from deeplearn.config import from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_convnet.py")
 
+VARIANTS = {"tiny": "4 steps at batch 16; mock data where MNIST is not prepared"}
+
 
 def get_config(arg=None):
-  config = from_file(RECIPE)
+  chosen = variants(arg, VARIANTS)
+  config = from_file(RECIPE + (":tiny" if "tiny" in chosen else ""))  # tiny: the recipe's
   config.model = ml_collections.ConfigDict({
       "name": "lenet5", "num_classes": 10, "padding": 2})
-  if arg == "tiny":
-    config.data.batch_size = 16
-    config.data.eval_batch_size = 16
-    config.train.num_epochs = 0.0
-    config.train.num_steps = 4
-    config.train.update(log_every=2, eval_every=4, checkpoint_every=4)
-  elif arg:
-    raise ValueError(f"Unknown variant {arg!r}: use ':tiny' or none.")
   return config

@@ -20,9 +20,13 @@ bits/char, 52.9% next-char accuracy) after 1,000 steps (1.832 at 250, 1.657 at
 import ml_collections
 
 from deeplearn.config import default_config
+from deeplearn.experiments import variants
+
+VARIANTS = {"tiny": "20 steps of a small LSTM at batch 16"}
 
 
 def get_config(arg=None):
+  chosen = variants(arg, VARIANTS)
   config = default_config()
   config.model = ml_collections.ConfigDict({
       "name": "rnn_lm", "vocab_size": 65, "embed_dim": 64, "hidden_size": 256,
@@ -46,13 +50,11 @@ def get_config(arg=None):
   config.train.eval_every = 250
   config.train.checkpoint_every = 250
 
-  if arg == "tiny":
+  if "tiny" in chosen:
     config.model.update(embed_dim=16, hidden_size=32, bptt_len=16)
     config.data.seq_len = 32
     config.data.eval_batch_size = 2048  # the validation split in one batch
     config.train.num_steps = 20
     config.schedule.warmup_steps = 5
     config.train.update(log_every=5, eval_every=20, checkpoint_every=20)
-  elif arg:
-    raise ValueError(f"Unknown variant {arg!r}: use ':tiny' or none.")
   return config

@@ -11,9 +11,13 @@ per character: loss (nats), perplexity and bits per character. The text
 import ml_collections
 
 from deeplearn.config import default_config
+from deeplearn.experiments import variants
+
+VARIANTS = {"tiny": "30 steps at batch 64"}
 
 
 def get_config(arg=None):
+  chosen = variants(arg, VARIANTS)
   config = default_config()
   config.model = ml_collections.ConfigDict({
       "name": "ngram_mlp", "vocab_size": 65, "context": 3, "embed_dim": 16,
@@ -35,11 +39,9 @@ def get_config(arg=None):
   config.train.eval_every = 1000
   config.train.checkpoint_every = 1000
 
-  if arg == "tiny":
+  if "tiny" in chosen:
     config.data.seq_len = 32
     config.train.num_steps = 30
     config.schedule.warmup_steps = 5
     config.train.update(log_every=10, eval_every=30, checkpoint_every=30)
-  elif arg:
-    raise ValueError(f"Unknown variant {arg!r}: use ':tiny' or none.")
   return config

@@ -1,4 +1,6 @@
-"""nanoGPT's CPU shakespeare_char run, side by side: the same 4-layer,
+"""nanoGPT's CPU shakespeare_char run, side by side.
+
+nanoGPT's CPU shakespeare_char run, side by side: the same 4-layer,
 4-head, 128-wide character GPT, context 64, AdamW (lr 1e-3 -> 1e-4 cosine,
 100 warmup steps, beta2 0.99, weight decay 0.1, clip 1), no dropout.
 
@@ -16,9 +18,16 @@ benchmarks/RESULTS.md, benchmarks/nanogpt_side_by_side.py.
 import ml_collections
 
 from deeplearn.config import default_config
+from deeplearn.experiments import variants
+
+VARIANTS = {
+    "fast": "twice the learning rate, 1,600 steps",
+    "tiny": "20 steps of a 2-layer, 32-wide GPT at batch 16",
+}
 
 
 def get_config(arg=None):
+  chosen = variants(arg, VARIANTS)
   config = default_config()
   config.model = ml_collections.ConfigDict({
       "name": "transformer", "vocab_size": 65, "max_len": 64, "num_layers": 4,
@@ -48,10 +57,13 @@ def get_config(arg=None):
   config.train.eval_every = 2000
   config.train.checkpoint_every = 2000
 
-  if arg == "fast":  # twice the learning rate, 80% of nanoGPT's steps and tokens
+  if "fast" in chosen:  # twice the learning rate, 80% of nanoGPT's steps and tokens
     config.optimizer.learning_rate = 2e-3
     config.train.num_steps = 1600
     config.train.update(eval_every=1600, checkpoint_every=1600)
-  elif arg:
-    raise ValueError(f"Unknown variant {arg!r}: use ':fast' or none.")
+  if "tiny" in chosen:
+    config.model.update(max_len=32, num_layers=2, num_heads=2, embed_dim=32, mlp_dim=128)
+    config.data.update(seq_len=32, batch_size=16)
+    config.schedule.warmup_steps = 5
+    config.train.update(num_steps=20, log_every=5, eval_every=20, checkpoint_every=20)
   return config

@@ -1,4 +1,6 @@
-"""The char-level GPT of shakespeare_transformer.py, trained with FSDP
+"""The char-level GPT trained with FSDP and Megatron tensor parallelism at once.
+
+The char-level GPT of shakespeare_transformer.py, trained with FSDP
 and Megatron tensor parallelism at once: the parallelism is this table.
 
 Mesh `data x fsdp=2 x model=2`. The batch splits over data and fsdp; every
@@ -23,6 +25,7 @@ import os
 import ml_collections
 
 from deeplearn.config import from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "shakespeare_transformer.py")
@@ -35,9 +38,17 @@ FSDP_TP_RULES = (
 
 GPT2 = {"gpt2": (12, 12, 768), "gpt2_medium": (24, 16, 1024)}
 
+VARIANTS = {
+    "tiny": "20 steps of a 2-layer GPT (4 devices: fsdp=2 x model=2)",
+    "small": "the recipe's model (the default)",
+    "gpt2": "GPT-2 small's shape, context 1024 (for inspect --topology)",
+    "gpt2_medium": "GPT-2 medium's shape, context 1024",
+}
+
 
 def get_config(arg=None):
-  config = from_file(RECIPE + (":tiny" if arg == "tiny" else ""))
+  chosen = variants(arg, VARIANTS)
+  config = from_file(RECIPE + (":tiny" if "tiny" in chosen else ""))
   config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 2, "model": 2})
   config.sharding.rules = FSDP_TP_RULES
   # 65 characters -> 128 rows, so that vocab -> model splits evenly.
@@ -46,8 +57,9 @@ def get_config(arg=None):
   # the slow part of compiling); block parameters get a `layers` axis.
   config.model.scan_layers = True
 
-  if arg in GPT2:
-    layers, heads, embed = GPT2[arg]
+  gpt2 = chosen & set(GPT2)
+  if gpt2:  # none = small: the recipe's model
+    layers, heads, embed = GPT2[gpt2.pop()]
     config.model.update(num_layers=layers, num_heads=heads, embed_dim=embed,
                         mlp_dim=4 * embed, max_len=1024, dtype="bfloat16",
                         remat="dots", dropout_rate=0.1)
@@ -58,7 +70,4 @@ def get_config(arg=None):
     config.optimizer.b2 = 0.95
     config.train.num_steps = 5000
     config.schedule.warmup_steps = 200
-  elif arg not in (None, "tiny", "small"):  # none = small: the recipe's model
-    raise ValueError(f"Unknown variant {arg!r}: use ':tiny', ':small', ':gpt2',"
-                     " ':gpt2_medium' or none.")
   return config

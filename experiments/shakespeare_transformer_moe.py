@@ -1,4 +1,6 @@
-"""The char-level GPT of shakespeare_transformer.py with a sparsely-gated
+"""The char-level GPT with a mixture of experts in every other block.
+
+The char-level GPT of shakespeare_transformer.py with a sparsely-gated
 mixture of experts (Switch-style top-1) in place of every other block's MLP.
 
 Blocks 2 and 4 of 4 get 4 experts, each the dense model's MLP (128 -> 512 ->
@@ -29,24 +31,29 @@ import os
 import ml_collections
 
 from deeplearn.config import EXPERT_PARALLEL_RULES, from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "shakespeare_transformer.py")
 
+VARIANTS = {
+    "tiny": "20 steps of a 2-layer GPT at batch 16",
+    "top2": "two experts a token (GShard)",
+    "soft": "the dense mixture: every expert on every token",
+}
+
 
 def get_config(arg=None):
-  if arg not in (None, "tiny", "top2", "soft"):
-    raise ValueError(f"Unknown variant {arg!r}: use ':tiny', ':top2', ':soft'"
-                     " or none.")
-  config = from_file(RECIPE + (":tiny" if arg == "tiny" else ""))
+  chosen = variants(arg, VARIANTS)
+  config = from_file(RECIPE + (":tiny" if "tiny" in chosen else ""))
   config.model = ml_collections.ConfigDict({
       **config.model.to_dict(), "moe_experts": 4, "moe_every": 2,
       "moe_top_k": 1, "moe_capacity_factor": 1.25, "moe_mode": "sparse",
       "moe_noisy_gating": False, "moe_aux_weight": 0.01})
   config.mesh = ml_collections.ConfigDict({"data": -1, "expert": 1})
   config.sharding.rules = EXPERT_PARALLEL_RULES
-  if arg == "top2":  # GShard: 2 experts a token, twice the expert FLOPs
+  if "top2" in chosen:  # GShard: 2 experts a token, twice the expert FLOPs
     config.model.update(moe_top_k=2, moe_capacity_factor=1.25)
-  elif arg == "soft":  # the dense mixture: every expert on every token
+  elif "soft" in chosen:  # the dense mixture: every expert on every token
     config.model.moe_mode = "soft"
   return config

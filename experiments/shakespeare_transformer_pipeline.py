@@ -1,4 +1,6 @@
-"""The char-level GPT of shakespeare_transformer.py, pipelined: its layers
+"""The char-level GPT, pipelined over 4 stages (1F1B or GPipe).
+
+The char-level GPT of shakespeare_transformer.py, pipelined: its layers
 cut into 4 stages along the `stage` mesh axis, micro-batches flowing through
 on the 1F1B schedule (deeplearn/parallel/pipeline.py), the batch also split
 over `data`.
@@ -19,24 +21,27 @@ import os
 import ml_collections
 
 from deeplearn.config import DATA_PARALLEL_RULES, from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "shakespeare_transformer.py")
 
+VARIANTS = {
+    "tiny": "a 4-block GPT, a few steps (8 devices: data=2 x stage=4)",
+    "gpipe": "the GPipe schedule in place of 1F1B",
+}
+
 
 def get_config(arg=None):
-  variants = arg.split(",") if arg else []
-  if any(v not in ("tiny", "gpipe") for v in variants):
-    raise ValueError(f"Unknown variant {arg!r}: use ':tiny', ':gpipe',"
-                     " ':tiny,gpipe' or none.")
-  config = from_file(RECIPE + (":tiny" if "tiny" in variants else ""))
+  chosen = variants(arg, VARIANTS)
+  config = from_file(RECIPE + (":tiny" if "tiny" in chosen else ""))
   config.mesh = ml_collections.ConfigDict({"data": 2, "stage": 4})
   config.sharding.rules = DATA_PARALLEL_RULES + (("layers", "stage"),)
   config.model.scan_layers = True
   config.train.step_form = "pipeline"
-  config.train.pipeline_schedule = "gpipe" if "gpipe" in variants else "1f1b"
+  config.train.pipeline_schedule = "gpipe" if "gpipe" in chosen else "1f1b"
   # 8 micro-batches on 4 stages: bubble (p - 1) / (m + p - 1) = 3 / 11.
   config.train.microbatches = 8
-  if "tiny" in variants:
+  if "tiny" in chosen:
     config.model.num_layers = 4  # one block per stage
   return config

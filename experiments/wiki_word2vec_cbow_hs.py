@@ -1,4 +1,6 @@
-"""word2vec CBOW (mean context) with hierarchical softmax over a Huffman tree
+"""word2vec CBOW with hierarchical softmax on a Wikipedia sample.
+
+word2vec CBOW (mean context) with hierarchical softmax over a Huffman tree
 (Mikolov et al. 2013; Morin & Bengio 2005) on gensim's Wikipedia sample.
 
 The corpus and gensim's settings (dim 100, window 5, min_count 5, sample 1e-3,
@@ -18,12 +20,16 @@ benchmarks/RESULTS.md, "word2vec".
 import os
 
 from deeplearn.config import from_file
+from deeplearn.experiments import variants
 
 RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                       "wiki_word2vec_skipgram_ns.py")
 
+VARIANTS = {"tiny": "4 epochs on gensim's small lee corpus"}
+
 
 def get_config(arg=None):
+  variants(arg, VARIANTS)
   config = from_file(RECIPE + (f":{arg}" if arg else ""))
   config.model.architecture = "cbow"
   config.model.loss = "hs"

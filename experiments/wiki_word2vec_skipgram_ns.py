@@ -1,4 +1,6 @@
-"""word2vec skip-gram with negative sampling (Mikolov et al. 2013) on gensim's
+"""word2vec skip-gram with negative sampling on a Wikipedia sample.
+
+word2vec skip-gram with negative sampling (Mikolov et al. 2013) on gensim's
 Wikipedia sample (106 articles, 452,944 tokens), gensim's settings: dim 100,
 window 5, 5 negatives, min_count 5, sample 1e-3, alpha 0.025 -> 1e-4, 5 epochs.
 
@@ -16,9 +18,13 @@ Details: benchmarks/RESULTS.md, "word2vec".
 import ml_collections
 
 from deeplearn.config import default_config
+from deeplearn.experiments import variants
+
+VARIANTS = {"tiny": "4 epochs on gensim's small lee corpus"}
 
 
 def get_config(arg=None):
+  chosen = variants(arg, VARIANTS)
   config = default_config()
   config.scheme = "word2vec"
   config.model = ml_collections.ConfigDict({
@@ -38,9 +44,7 @@ def get_config(arg=None):
   config.train.log_every = config.train.checkpoint_every = 1
   config.train.stop_after_epochs = 0  # > 0: stop early (a test's interruption)
 
-  if arg == "tiny":
+  if "tiny" in chosen:
     config.data.dataset = "lee"
     config.train.num_epochs = 4
-  elif arg:
-    raise ValueError(f"Unknown variant {arg!r}: use ':tiny' or none.")
   return config

@@ -164,3 +164,29 @@ def test_an_absurd_model_does_not_fit(tfds_data_dir):
   assert not report.fits
   assert report.hbm_bytes_needed > 10 * 16e9
   assert "does NOT fit: needs" in inspect_lib.format_report(report)
+
+
+@needs_libtpu
+def test_topologies_load_while_another_process_holds_libtpu():
+  # A process that loaded libtpu the default way (a jax run with the TPU backend, a
+  # pytest worker of another checkout) holds /tmp/libtpu_lockfile until it exits; a
+  # second plain load then aborts. inspect's loader does not need the lock.
+  load = ("from jax.experimental import topologies; topologies.get_topology_desc("
+          "platform='tpu', topology_name='v5e:2x2', chip_config_name='default',"
+          " chips_per_host_bounds=(2, 2, 1), num_slices=1); print('loaded', flush=True);"
+          " import sys; sys.stdin.read()")
+  env = {k: v for k, v in os.environ.items() if k != "ALLOW_MULTIPLE_LIBTPU_LOAD"}
+  holder = subprocess.Popen([sys.executable, "-c", load], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+  try:
+    # "loaded", or nothing where a third process holds the lock already: held either way.
+    holder.stdout.readline()
+    result = subprocess.run(
+        [sys.executable, "-c", "from deeplearn import inspect;"
+         " print(len(inspect.topology_devices('v5e:2x2')))"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "4"
+  finally:
+    holder.communicate("", timeout=60)

@@ -61,8 +61,7 @@ class DatasetInfo:
 
 def get_info(data_cfg) -> DatasetInfo:
   """The dataset's DatasetInfo; cached, so only the first call reads data."""
-  return _info(data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("prepare", True),
-               data_cfg.get("manual_dir"), data_cfg.get("seq_len"),
+  return _info(tfds_io.open_builder(data_cfg), data_cfg.dataset, data_cfg.get("seq_len"),
                data_cfg.get("train_split", "train"), data_cfg.get("eval_split", "test"),
                data_cfg.get("pp_eval", ""), _translation(data_cfg))
 
@@ -319,9 +318,7 @@ def _moments(builder, split, prefix):
 
 
 @functools.lru_cache(maxsize=None)
-def _info(name, data_dir, prepare, manual_dir, seq_len, train_split, eval_split, pp_eval,
-          translation):
-  builder = tfds_io.prepared_builder(name, data_dir, prepare, manual_dir)
+def _info(builder, name, seq_len, train_split, eval_split, pp_eval, translation):
   kind = _reader(builder, seq_len, translation)
   keys = {**{s: "split" for s in builder.info.splits}, train_split: "config.data.train_split",
           eval_split: "config.data.eval_split"}

@@ -45,8 +45,8 @@ CHIPS = {
 TOPOLOGY_EXAMPLES = "v4:2x2x1, v5e:2x2, v5e:4x4, v5e:16x16, v5p:2x2x2, v6e:8x8"
 
 
-def topology_devices(name: str) -> list:
-  """The devices of a TPU slice, e.g. "v5e:4x4", as libtpu describes them."""
+def topology_devices(name: str, num_slices: int = 1) -> list:
+  """The devices of `num_slices` TPU slices, e.g. "v5e:4x4", as libtpu describes them."""
   generation, _, shape = name.partition(":")
   dims = shape.split("x")
   if generation not in CHIPS or not all(d.isdigit() and int(d) > 0 for d in dims):
@@ -62,14 +62,16 @@ def topology_devices(name: str) -> list:
     raise RuntimeError(
         "--topology compiles through libtpu, which is not installed: run"
         " pip install -e '.[tpu]' (it brings the libtpu matching jax).")
-  # libtpu takes a lock file for the TPU of the machine; compiling touches
-  # no TPU, so let other processes (pytest workers, a second inspect) in.
+  # libtpu takes /tmp/libtpu_lockfile for the machine's TPU, and a second
+  # process loading it aborts ("Internal error when accessing libtpu
+  # multi-process lockfile"); compiling touches no TPU, so skip the lock:
+  # pytest workers, a second inspect, a run that loaded libtpu get along.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   dims = [int(d) for d in dims] + [1] * (3 - len(dims))
   bounds = tuple(min(b, d) for b, d in zip(chip.host_bounds, dims))
   topology = topologies.get_topology_desc(
       platform="tpu", topology_name=name, chip_config_name=chip.chip_config,
-      chips_per_host_bounds=bounds, num_slices=1)
+      chips_per_host_bounds=bounds, num_slices=num_slices)
   return list(topology.devices)
 
 

@@ -33,7 +33,7 @@ from jax import lax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from deeplearn.hlo import HloModule, parse_collectives
-from deeplearn.parallel import sharding
+from deeplearn.parallel import mesh as mesh_lib, sharding
 
 OUTER_OPTIMIZERS = ("average", "nesterov")
 
@@ -117,7 +117,8 @@ def check(config, num_batch_shards: int) -> None:
     if num_batch_shards < 2:
       raise ValueError(
           "config.train.step_form='local_sgd' runs one replica per batch"
-          " shard, but the mesh has 1: split the batch over 2 or more devices.")
+          " shard, but the mesh has 1: split the batch over 2 or more devices"
+          f"{mesh_lib.cpu_hint(2)}.")
   if train.local_steps < 1:
     raise ValueError(
         f"config.train.local_steps={train.local_steps} must be >= 1.")

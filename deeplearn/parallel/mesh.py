@@ -46,17 +46,26 @@ def mesh_shape(mesh_cfg: Mapping[str, int], num_devices: int) -> dict[str, int]:
       raise ValueError(
           f"config.mesh {sizes}: the fixed axes use {fixed} devices, which does"
           f" not divide the {num_devices} devices present; make their product"
-          f" a divisor of {num_devices}.")
+          f" a divisor of {num_devices}{cpu_hint(fixed)}.")
     sizes[free[0]] = num_devices // fixed
   elif fixed != num_devices:
     # jax.make_mesh would silently use a subset of the devices: refuse.
     raise ValueError(
         f"config.mesh {sizes} uses {fixed} devices but {num_devices} are"
         f" present; make the sizes multiply to {num_devices}, or set one axis"
-        " to -1 to take the rest (e.g. --config.mesh.data=-1).")
+        " to -1 to take the rest (e.g. --config.mesh.data=-1)"
+        f"{cpu_hint(fixed) if fixed > num_devices else ''}.")
   if not sizes:
     sizes = {"data": num_devices}
   return {name: sizes.get(name, 1) for name in AXES}
+
+
+def cpu_hint(devices: int) -> str:
+  """How to get `devices` on a CPU, for the errors of a mesh too big for it."""
+  if jax.default_backend() != "cpu":
+    return ""
+  return ("; on a CPU, simulate them: XLA_FLAGS=--xla_force_host_platform_device_count="
+          f"{devices} (set before the command)")
 
 
 # Axes the slices of a multi-slice run may split, in order of preference.

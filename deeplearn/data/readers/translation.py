@@ -21,7 +21,7 @@ import tensorflow_datasets as tfds
 from deeplearn.config import did_you_mean
 from deeplearn.data import subword
 from deeplearn.data.readers.base import Columns, Reader
-from deeplearn.data.tfds_io import as_text, checked_source, data_source
+from deeplearn.data.tfds_io import as_text, checked_source, data_source, mocked
 
 # Translation splits are read and tokenised this many pairs at a time (WMT14 has 4.5 million).
 TRANSLATION_CHUNK = 65_536
@@ -93,6 +93,8 @@ def _tokenizer(builder, translation) -> subword.Tokenizer:
   in the dataset's order, whichever the direction) and cached under data_dir for every run."""
   t = translation
   split = "".join(c if c.isalnum() or c in "-_." else "_" for c in t.train_split)
+  if mocked(builder):  # never read by a run on the real set
+    split = f"mock-{split}"
   path = os.path.join(t.data_dir or tfds.core.constants.DATA_DIR, "deeplearn_subword",
                       builder.info.full_name, f"{split}-bpe{t.vocab_size}-n{t.examples}.model")
 
