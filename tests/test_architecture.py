@@ -14,7 +14,9 @@ PACKAGE = os.path.join(ROOT, "deeplearn")
 LAYERS = [
     ("ground", ["deeplearn.files", "deeplearn.config", "deeplearn.metrics",
                 "deeplearn.checkpoint",
-                "deeplearn.distributed", "deeplearn.preemption", "deeplearn.hlo"]),
+                "deeplearn.distributed", "deeplearn.preemption", "deeplearn.hlo",
+                "deeplearn.images", "deeplearn.generative_metrics",
+                "deeplearn.experiments"]),
     ("layout", ["deeplearn.parallel", "deeplearn.parallel.mesh",
                 "deeplearn.parallel.sharding"]),
     ("inputs and optimizers", ["deeplearn.data", "deeplearn.language",

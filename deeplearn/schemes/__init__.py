@@ -4,6 +4,8 @@
               form (deeplearn/schemes/supervised.py); the default
   word2vec    sparse SGD on a corpus kept on the device
               (deeplearn/schemes/word2vec.py)
+  gan         a generator and a discriminator, two optimizers, alternating
+              updates on dataset batches (deeplearn/schemes/gan.py)
 
 `config.scheme` may also be "package.module:Class", a scheme of your own
 (deeplearn/schemes/base.py says what it supplies): it runs through the same
@@ -13,10 +15,11 @@ loop, with the same checkpoints, resume, signals and logging.
 import importlib
 
 from deeplearn.config import did_you_mean
+from deeplearn.schemes.gan import GAN
 from deeplearn.schemes.supervised import Supervised
 from deeplearn.schemes.word2vec import Word2Vec
 
-SCHEMES = {"supervised": Supervised, "word2vec": Word2Vec}
+SCHEMES = {"supervised": Supervised, "word2vec": Word2Vec, "gan": GAN}
 
 
 def get_scheme(config, devices=None):

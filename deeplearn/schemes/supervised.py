@@ -8,6 +8,7 @@ split supplies the batches and checkpoints its position.
 """
 
 import jax
+import numpy as np
 
 from deeplearn import config as config_lib, data, models, step as step_lib, tasks
 from deeplearn.models import layers, registry
@@ -45,8 +46,18 @@ def build(config, devices=None) -> step_lib.Run:
         f" {info.num_examples[split]}.")
   model = models.get_model(config.model)
   task = tasks.get_task(config.task or info.task, model, info,
-                        config.loss.label_smoothing)
+                        config.loss.label_smoothing, config.loss)
+  if hasattr(task, "check_data"):  # data a task cannot model fails here, named
+    check_data(task, config.data)
   return step_lib.make_run(config, mesh, rules, info, task)
+
+
+def check_data(task, data_cfg) -> None:
+  """Shows the task the first train and eval batch, as pp_train / pp_eval leave them."""
+  train = data.train_dataset(data_cfg, seed=0, process_index=0, process_count=1)
+  task.check_data(next(iter(train)), f"config.data.pp_train={data_cfg.pp_train!r}")
+  evals = data.eval_dataset(data_cfg, process_index=0, process_count=1)
+  task.check_data(next(iter(evals)), f"config.data.pp_eval={data_cfg.pp_eval!r}")
 
 
 def device_batch(local_batch, batch_sharding):
@@ -74,6 +85,7 @@ class Supervised(Scheme):
     self._eval_ds = data.eval_dataset(config.data,
                                       process_index=jax.process_index(),
                                       process_count=jax.process_count())
+    self._picture_batch = None  # images(): the eval examples pictured
 
   def init_state(self):
     return self.run.init_fn(self.config.train.seed)
@@ -94,6 +106,18 @@ class Supervised(Scheme):
 
   def evaluate(self, state) -> dict[str, float]:
     return step_lib.evaluate(self.run, self._eval_step, state, self._eval_ds)
+
+  def images(self, state) -> dict:
+    """The task's pictures (tasks with `images`: reconstructions, samples) of
+    one fixed batch of eval examples, taken at the first call; else {}."""
+    if not hasattr(self.run.task, "images"):
+      return {}
+    if self._picture_batch is None:
+      batch = next(iter(self._eval_ds))
+      real = np.asarray(batch["mask"]) > 0
+      self._picture_batch = {k: np.asarray(v)[real] for k, v in batch.items()}
+    params = state.params if state.avg_params is None else state.avg_params
+    return self.run.task.images(params, state.model_state, self._picture_batch)
 
   def describe(self, state) -> str:
     return (f"{step_lib.describe(self.run)} |"

@@ -9,21 +9,36 @@ nothing model-specific. Every task offers:
   finalize(sums) -> metrics (means, perplexity, ...)
   best_metric -> (name, "max" | "min")
 
+and optionally
+  check_data(batch, key): raises, naming `key`, on data the task cannot model
+    (deeplearn.schemes.supervised.build shows it the first train and eval batch)
+  images(params, model_state, batch) -> {name: uint8 picture}, for a fixed
+    batch of eval examples (deeplearn.schemes.base: `images`)
+
 Metric sums always include `count`, the number of examples (or tokens) they
 add up, so sums from many batches and devices combine exactly.
 """
+
+import dataclasses
 
 from deeplearn.config import did_you_mean
 from deeplearn.tasks.classification import Classification
 from deeplearn.tasks.language_model import LanguageModel
 from deeplearn.tasks.pair_ranking import PairRanking
+from deeplearn.tasks.reconstruction import Reconstruction
 from deeplearn.tasks.seq2seq import Seq2Seq
+from deeplearn.tasks.vae import VAE
 
 TASKS = {"classification": Classification, "language_model": LanguageModel,
-         "seq2seq": Seq2Seq, "pair_ranking": PairRanking}
+         "seq2seq": Seq2Seq, "pair_ranking": PairRanking,
+         "reconstruction": Reconstruction, "vae": VAE}
 
 
-def get_task(name: str, model, info, label_smoothing: float = 0.0):
+def get_task(name: str, model, info, label_smoothing: float = 0.0,
+             loss_config=None):
+  """The task `name` for the model and dataset. `loss_config` (config.loss)
+  reaches the tasks that read more of it than label_smoothing (those with a
+  `loss_config` field: reconstruction, vae), which check its keys."""
   if name not in TASKS:
     raise ValueError(f"config.task={name!r} is not a task; "
                      f"{did_you_mean(name, TASKS)}use one of {sorted(TASKS)},"
@@ -31,4 +46,7 @@ def get_task(name: str, model, info, label_smoothing: float = 0.0):
   if not 0.0 <= label_smoothing < 1.0:
     raise ValueError(f"config.loss.label_smoothing={label_smoothing} must be in"
                      " [0, 1).")
-  return TASKS[name](model, info, label_smoothing)
+  cls = TASKS[name]
+  if "loss_config" in {f.name for f in dataclasses.fields(cls)}:
+    return cls(model, info, label_smoothing, loss_config=loss_config)
+  return cls(model, info, label_smoothing)

@@ -30,8 +30,9 @@ def reader(builder, seq_len, translation: TranslationConfig | None,
     return LanguageModel(builder, seq_len)
   if "source" in features and "target" in features:
     return Pairs(builder)
-  if "label" in features and ("image" in features or "inputs" in features):
+  if "image" in features or "inputs" in features:  # unlabelled: the generative tasks
     return Classification(builder, in_memory_bytes)
   raise ValueError(f"{builder.name} has features {list(features)}: deeplearn reads "
-                   "(image or inputs, label) for classification, text for language models, or "
+                   "(image or inputs[, label]) for classification and the generative tasks, text "
+                   "for language models, or "
                    "(source, target) for sequence to sequence")

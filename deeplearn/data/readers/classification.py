@@ -1,4 +1,5 @@
-"""Classification datasets: (image or inputs, label) examples, TFDS image sets and mnist1d.
+"""Classification datasets: (image or inputs, label) examples, TFDS image sets and mnist1d;
+also images without labels (binarized_mnist), for the generative models' tasks.
 
 Splits that encode to less than the pipeline's in-memory budget (pipeline.IN_MEMORY_BYTES)
 are decoded once and kept in memory as arrays; larger ones are read and decoded from disk
@@ -17,7 +18,7 @@ from deeplearn.data.tfds_io import checked_source, data_source, encoded_bytes, f
 
 @dataclasses.dataclass(frozen=True)
 class Classification(Reader):
-  """Reads (image or inputs, label) examples."""
+  """Reads (image or inputs[, label]) examples."""
   task = "classification"
   in_memory_bytes: int  # the largest encoded split decoded into memory
 
@@ -30,7 +31,9 @@ class Classification(Reader):
     return [_classification_example(checked_source(self.builder, split, key)[0])]
 
   def info(self):
-    return {**super().info(), "num_classes": self.builder.info.features["label"].num_classes}
+    features = self.builder.info.features
+    return {**super().info(),
+            "num_classes": features["label"].num_classes if "label" in features else None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,5 +62,7 @@ def _examples(builder, split, in_memory):
 
 def _classification_example(example):
   # Models always take `inputs`: TFDS image datasets call them `image`.
-  return {"inputs": example["image"] if "image" in example else example["inputs"],
-          "label": example["label"]}
+  out = {"inputs": example["image"] if "image" in example else example["inputs"]}
+  if "label" in example:
+    out["label"] = example["label"]
+  return out
