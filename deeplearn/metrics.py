@@ -66,15 +66,16 @@ class MetricWriter:
     self._tb.flush()
 
   def truncate_after(self, step: int) -> list[str]:
-    """Drops records past `step` (a resumed run writes them again) and
-    unreadable lines; returns a line per problem repaired. The file is
-    rewritten only when something is dropped, and then atomically."""
+    """Drops records past `step` (a resumed run writes them again), a last
+    line cut mid-write and unreadable lines; returns a line per unreadable
+    line dropped. The file is rewritten only when something is dropped, and
+    then atomically: the next append starts on a line of its own."""
     if not self.enabled or not os.path.exists(self.path):
       return []
     problems = []
     kept = read_records(self.path, problems=problems)
     later = [r for r in kept if r["step"] > step]
-    if not problems and not later:
+    if not problems and not later and not _cut_last_line(self.path):
       return []
     files.write_atomic(self.path, "".join(
         json.dumps(r) + "\n" for r in kept if r["step"] <= step))
@@ -83,6 +84,15 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def _cut_last_line(path: str) -> bool:
+  """True if the file's last line lacks its newline (a killed writer's)."""
+  with open(path, "rb") as f:
+    if f.seek(0, os.SEEK_END) == 0:
+      return False
+    f.seek(-1, os.SEEK_END)
+    return f.read(1) != b"\n"
 
 
 def read_records(path: str, split: str | None = None,

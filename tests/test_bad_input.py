@@ -415,7 +415,7 @@ def test_a_key_added_since_the_stored_run_differs_only_off_its_default():
   assert config_lib.resume_differences(stored, new) == ([], [])
   new.optimizer.ema_decay = 0.5
   assert config_lib.resume_differences(stored, new) == (
-      ["config.optimizer.ema_decay: <absent> -> 0.5"], [])
+      ["config.optimizer.ema_decay: 0.999 -> 0.5"], [])  # the stored run's default
 
 
 def test_extending_a_run_whose_schedule_spans_it_is_unsafe():
