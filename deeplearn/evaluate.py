@@ -8,10 +8,10 @@ of --split (default: the config's eval split). Writes nothing.
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 import jax
 
-from deeplearn import checkpoint, config as config_lib, data, step as step_lib, train
+from deeplearn import checkpoint, cli, config as config_lib, data, step as step_lib, train
 from deeplearn.schemes import supervised
 
 
@@ -52,7 +52,7 @@ def main():
     result = evaluate_checkpoint(workdir.value, step.value, split.value)
     print(json.dumps(result, indent=2))
 
-  app.run(run)
+  cli.run(run)
 
 
 if __name__ == "__main__":

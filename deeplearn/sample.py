@@ -14,11 +14,11 @@ distribution, T > 1 flattens it, T = 0 is greedy (argmax).
 import functools
 import os
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 
-from deeplearn import checkpoint, config as config_lib, step as step_lib, train
+from deeplearn import checkpoint, cli, config as config_lib, step as step_lib, train
 from deeplearn.schemes import supervised
 from deeplearn.models.rnn import RNNLM
 
@@ -105,7 +105,7 @@ def main():
                     temperature=temperature.value, window=window)
     print(prompt.value + "".join(vocab[int(i)] for i in tokens[0]))
 
-  app.run(run)
+  cli.run(run)
 
 
 if __name__ == "__main__":

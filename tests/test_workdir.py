@@ -336,3 +336,13 @@ def test_images_are_written_as_png_and_tensorboard_images(tmp_path):
   images = [(v.tag, e.step) for e in events(str(tmp_path))
             for v in e.summary.value if v.HasField("image")]
   assert sorted(images) == [("reconstructions", 40), ("samples", 40)]
+
+
+def test_evaluate_names_a_missing_step_in_one_line_without_orbax_warnings(finished):
+  proc = subprocess.run(
+      [sys.executable, "-m", "deeplearn.evaluate", "--workdir", finished, "--step", "7"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert (f"error: No checkpoint at step 7 in {finished}/checkpoints;"
+          " available: [10, 20].") in proc.stderr
+  assert "Traceback" not in proc.stderr and "read_only" not in proc.stderr

@@ -3,11 +3,11 @@
 import contextlib
 import json
 
-from absl import app, flags
+from absl import flags
 import jax
 import tensorflow_datasets as tfds
 
-from deeplearn import config as config_lib, train
+from deeplearn import cli, config as config_lib, train
 from deeplearn.inspect import inspect_step
 from deeplearn.inspect.report import format_report
 from deeplearn.inspect.topology import TOPOLOGY_EXAMPLES
@@ -47,7 +47,7 @@ def main():
       with open(json_path.value, "w") as f:
         json.dump(report.to_json(), f, indent=2)
 
-  app.run(run)
+  cli.run(run)
 
 
 if __name__ == "__main__":
