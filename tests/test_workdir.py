@@ -33,6 +33,17 @@ def cli(workdir, data_dir, *overrides, timeout=300):
   return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def start_endless(workdir, data_dir):
+  """The tiny experiment with a record every step and no end, checkpoint or
+  evaluation in sight: for tests that stop it themselves."""
+  return start_cli(TINY, workdir, f"--config.data.data_dir={data_dir}",
+                   "--config.train.progress=False",
+                   "--config.train.num_steps=1000000",
+                   "--config.train.log_every=1",
+                   "--config.train.eval_every=1000000",
+                   "--config.train.checkpoint_every=1000000")
+
+
 def ok(proc):
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc
@@ -94,12 +105,7 @@ def test_a_garbled_config_json_is_named_and_rewritten_from_the_checkpoint(
 def test_a_second_run_in_a_busy_workdir_stops_at_once_naming_the_holder(
     tmp_path, tfds_data_dir):
   workdir = tmp_path / "run"
-  first = start_cli(TINY, workdir, f"--config.data.data_dir={tfds_data_dir}",
-                    "--config.train.progress=False",
-                    "--config.train.num_steps=1000000",
-                    "--config.train.log_every=1",
-                    "--config.train.eval_every=1000000",
-                    "--config.train.checkpoint_every=1000000")
+  first = start_endless(workdir, tfds_data_dir)
   try:
     wait_for_records(first, workdir, 2)
     second = cli(workdir, tfds_data_dir, "--config.optimizer.learning_rate=0.5")
@@ -244,12 +250,7 @@ def test_the_summary_of_a_run_killed_before_writing_it_keeps_its_timing(
 def test_ctrl_c_saves_a_checkpoint_and_exits_as_interrupted(tmp_path,
                                                              tfds_data_dir):
   workdir = tmp_path / "run"
-  proc = start_cli(TINY, workdir, f"--config.data.data_dir={tfds_data_dir}",
-                   "--config.train.progress=False",
-                   "--config.train.num_steps=1000000",
-                   "--config.train.log_every=1",
-                   "--config.train.eval_every=1000000",
-                   "--config.train.checkpoint_every=1000000")
+  proc = start_endless(workdir, tfds_data_dir)
   wait_for_records(proc, workdir, 3)
   proc.send_signal(signal.SIGINT)
   out, err = proc.communicate(timeout=120)
@@ -307,12 +308,7 @@ def tensorboard_steps(workdir, tag):
 
 def test_tensorboard_events_survive_a_killed_run(tmp_path, tfds_data_dir):
   workdir = tmp_path / "run"
-  proc = start_cli(TINY, workdir, f"--config.data.data_dir={tfds_data_dir}",
-                   "--config.train.progress=False",
-                   "--config.train.num_steps=1000000",
-                   "--config.train.log_every=1",
-                   "--config.train.eval_every=1000000",
-                   "--config.train.checkpoint_every=1000000")
+  proc = start_endless(workdir, tfds_data_dir)
   wait_for_records(proc, workdir, 6)  # step 6's line: step 5's events done
   proc.kill()
   proc.communicate()
