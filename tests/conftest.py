@@ -1,17 +1,35 @@
-"""Test setup: 8 simulated CPU devices, set before jax is imported anywhere."""
+"""Test setup: 8 simulated CPU devices and one compilation cache for the test
+session, set before jax is imported anywhere."""
 
 import os
+import shutil
+import tempfile
 
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Runs default to a persistent compilation cache in the home directory
-# (config.train.compilation_cache_dir); tests compile afresh and write
-# nothing there. tests/test_perf_metrics.py turns it on in a temporary dir.
-os.environ.setdefault("JAX_ENABLE_COMPILATION_CACHE", "false")
+# (config.train.compilation_cache_dir). The tests write nothing there: the
+# session has its own cache, made here in the controlling process (xdist's
+# workers and every child process inherit the variables) and removed at the
+# end, so a clean checkout compiles afresh while the runs a test repeats (a
+# killed run and its resume, a tiny run two tests make) load
+# what an earlier one compiled.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="deeplearn-tests-jax-cache-")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+else:
+  _CACHE = None
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+  if _CACHE and not hasattr(config, "workerinput"):  # the controlling process
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ nearest to b - a + c among the most frequent words, a, b, c excluded.
 """
 
 import numpy as np
-import scipy.stats
 
 from deeplearn import files
 
@@ -38,6 +37,8 @@ def word_pairs(words, vectors, name="wordsim353.tsv") -> dict:
       if a in index and b in index:
         ours.append(float(normed[index[a]] @ normed[index[b]]))
         human.append(float(score))
+  # scipy.stats takes a second to import: only runs that score embeddings pay it.
+  import scipy.stats  # pylint: disable=g-import-not-at-top
   rho = scipy.stats.spearmanr(human, ours).statistic if len(ours) > 2 else float("nan")
   return {"spearman": float(rho), "oov_ratio": 1 - len(ours) / total, "pairs": len(ours)}
 
