@@ -23,6 +23,7 @@ VARIANTS = {"sparse": "64 sigmoid code units, KL sparsity toward rate 0.05",
             "denoising": "masking noise: a quarter of the input pixels zeroed",
             "gaussian_noise": "Gaussian input noise, std 0.2",
             "conv": "convolutional encoder and decoder (16, 32 channels)",
+            "mnist1d": "MNIST-1D's 40-point signals, linear outputs",
             "tiny": "20 steps at batch 32"}
 
 
@@ -67,6 +68,10 @@ def get_config(arg=None):
     config.loss.noise_level = 0.2
   if "conv" in chosen:
     config.model.conv_features = (16, 32)
+  if "mnist1d" in chosen:  # real-valued signals: squared error, no pictures
+    config.data.dataset = "mnist1d"
+    config.data.update(pp_train="", pp_eval="", eval_batch_size=500)
+    config.model.output_activation = "identity"
   if "tiny" in chosen:
     config.data.batch_size = 32
     config.train.num_steps = 20

@@ -23,6 +23,7 @@ from deeplearn.experiments import variants
 VARIANTS = {"bernoulli": "binarised pixels (dynamic binarisation), Bernoulli decoder",
             "latent2": "a 2-D latent, and the latent map picture",
             "conv": "convolutional encoder and decoder (16, 32 channels)",
+            "mnist1d": "MNIST-1D's 40-point signals, Gaussian decoder with a learned scale",
             "tiny": "20 steps at batch 32, k = 10"}
 
 
@@ -59,6 +60,10 @@ def get_config(arg=None):
     config.model.latent_size = 2
   if "conv" in chosen:
     config.model.conv_features = (16, 32)
+  if "mnist1d" in chosen:  # real-valued signals: no grey levels, no pictures
+    config.data.dataset = "mnist1d"
+    config.data.update(pp_train="", pp_eval="", eval_batch_size=500)
+    config.model.likelihood = "gaussian_learned"
   if "tiny" in chosen:
     config.data.batch_size = 32
     config.loss.iw_samples = 10

@@ -179,8 +179,7 @@ class VAE(Task):
     x = self._binarized(grey, bin_rng)
     log_px, kl, mean, log_var = self._elbo_terms(params, x, z_rng)
     log_lik = self.importance_log_likelihood(params, x, mean, log_var, iw_rng)
-    recon = decoder_mean(self.model.likelihood,
-                         self.model.apply({"params": params}, mean, method="decode"))
+    recon = self.decode_mean(params, mean)
     mse = jnp.mean(jnp.square(recon - grey), axis=tuple(range(1, grey.ndim)))
     return {"elbo": jnp.sum(w * (log_px - kl)), "reconstruction": -jnp.sum(w * log_px),
             "kl": jnp.sum(w * kl), "log_likelihood": jnp.sum(w * log_lik),
@@ -190,6 +189,16 @@ class VAE(Task):
     count = jnp.maximum(sums["count"], 1)
     return {k: v / count for k, v in sums.items() if k != "count"}
 
+  def decode_mean(self, params, z):
+    """The decoder's mean per value at latents z [n, latent]: [n, *shape]."""
+    return decoder_mean(self.model.likelihood,
+                        self.model.apply({"params": params}, z, method="decode"))
+
+  def prior_samples(self, params, n: int, rng):
+    """n samples of the model, z ~ N(0, I) through the decoder's mean: [n, *shape]
+    in the data's scale (what the pictures show, and what a judge classifies)."""
+    return self.decode_mean(params, jax.random.normal(rng, (n, self.model.latent_size)))
+
   def images(self, params, model_state, batch) -> dict:
     """Prior samples, reconstructions, latent interpolations and (2-D latents) the
     latent map: decoder means, from a fixed key."""
@@ -197,12 +206,11 @@ class VAE(Task):
     x = jnp.asarray(batch["inputs"][:PICTURES])
     if pictures(x) is None:
       return {}
-    decode = lambda z: pictures(decoder_mean(  # noqa: E731
-        self.model.likelihood, self.model.apply({"params": params}, z, method="decode")))
+    decode = lambda z: pictures(self.decode_mean(params, z))  # noqa: E731
     size = self.model.latent_size
-    z = jax.random.normal(jax.random.PRNGKey(EVAL_SEED), (64, size))
     mean, _ = self.model.apply({"params": params}, x, method="encode")
-    out = {"samples": images_lib.grid(decode(z), cols=8),
+    samples = pictures(self.prior_samples(params, 64, jax.random.PRNGKey(EVAL_SEED)))
+    out = {"samples": images_lib.grid(samples, cols=8),
            "reconstructions": images_lib.grid(
                np.concatenate([pictures(x), decode(mean)]), cols=len(x))}
     pairs = len(x) // 2
