@@ -1,6 +1,6 @@
 """Every experiment in experiments/: its variants are listed and build, and its `:tiny`
-runs offline through the command line, as a new user would type it, in well under a
-minute (mock data where a catalog dataset is not prepared). The list is read from
+runs offline through the command line, as a new user would type it (mock data where a
+catalog dataset is not prepared). The list is read from
 experiments/, so a new experiment is run too. A CPU run prints no TPU text, even with
 libtpu installed, and a tiny run resumes from the command line."""
 
@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -26,7 +25,6 @@ SMOKE = {"mnist1d_cnn", "shakespeare_transformer", "dates_seq2seq_attention",
          "dates_two_tower", "wiki_word2vec_skipgram_ns", "mnist_lenet5", "digits_gan"}
 # What libtpu and jax's TPU backend print when they are loaded on a machine without one.
 TPU_TEXT = ("libtpu", "TPU_", "host bounds", "InitGoogle", "E0000", "tpu backend")
-TINY_SECONDS = 60
 
 
 def spec(name, variant=None):
@@ -92,17 +90,13 @@ def test_the_listing_names_every_experiment_and_variant():
 def test_tiny_runs_offline_from_the_command_line(name, tfds_data_dir, tmp_path):
   config = config_lib.from_file(spec(name, "tiny"))
   workdir = tmp_path / "run"
-  start = time.time()
   result, output = train(name, workdir, tfds_data_dir, devices=devices_needed(config))
-  seconds = time.time() - start
   assert result.returncode == 0, output[-3000:]
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["final"]["step"] > 0
   if config.data.get("mock_examples"):  # tfds_data_dir has no catalog dataset
     assert "random examples a split instead" in output
   assert_no_tpu_text(output)
-  # Well under a minute on a quiet machine; three on 2 cores that other work shares.
-  assert seconds < 3 * TINY_SECONDS, f"{name}:tiny took {seconds:.0f} s"
 
 
 @pytest.mark.smoke
@@ -145,12 +139,10 @@ def test_a_catalog_dataset_missing_offline_fails_at_once_in_one_line(tmp_path):
     pytest.skip("this machine has a network: the download would start")
   except OSError:
     pass
-  start = time.time()
   # mnist is not in this empty data_dir, and :tiny's mock data is turned off.
   result, output = train("mnist_lenet5", tmp_path / "run", tmp_path / "tfds",
                          "--config.data.mock_examples=0")
   assert result.returncode != 0
-  assert time.time() - start < TINY_SECONDS
   assert "config.data.dataset='mnist' is not prepared in" in output
   assert "no network" in output and "--config.data.data_dir=DIR" in output
   assert "Retrying" not in output

@@ -288,13 +288,11 @@ def test_local_sh_gives_each_process_its_id_devices_and_log(fake_python,
 
 
 def test_local_sh_stops_every_process_when_one_fails(fake_python, tmp_path):
-  t0 = time.time()
   proc = local_sh("-n", "3", "--", "--workdir", str(tmp_path / "run"),
                   env=fake_python("fail"))
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 3
   assert "process 1 exited with status 3; stopping the others" in err
-  assert time.time() - t0 < 20  # the stuck peer got SIGKILL, not a long wait
   for i in range(3):
     assert_dead(tmp_path / f"pid_{i}")
 

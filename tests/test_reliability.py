@@ -6,7 +6,6 @@ import random
 import signal
 import socket
 import subprocess
-import time
 
 import jax
 import numpy as np
@@ -225,14 +224,12 @@ def test_a_dead_peer_makes_the_other_process_exit_with_an_error(
                               "--config.train.num_steps=100000")
   wait_for_records(procs[0], workdir, 10, timeout=180)
   procs[1].send_signal(signal.SIGKILL)
-  t0 = time.time()
   try:
     procs[0].communicate(timeout=90)
   except subprocess.TimeoutExpired:
     procs[0].kill()
     pytest.fail("the surviving process hung after its peer died")
   assert procs[0].returncode != 0
-  assert time.time() - t0 < 90
 
 
 def test_resume_refuses_a_config_that_changes_the_model(tfds_data_dir,
