@@ -1,9 +1,13 @@
-"""Runs of the CLI in a child process, for the tests that kill or signal them."""
+"""Runs of the CLI in a child process, for the tests that kill or signal them, and a
+guard that nothing compiles before a config error."""
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+
+import jax
 
 from deeplearn import metrics
 
@@ -34,3 +38,21 @@ def wait_for_records(proc, workdir, count, timeout=120, split=None):
       proc.kill()
       raise AssertionError(f"no {count} records after {timeout} s")
     time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def no_compilation():
+  """Fails if XLA compiles anything inside the block."""
+  compiled = []
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiled.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert not compiled, f"{len(compiled)} compilation(s) before the error"

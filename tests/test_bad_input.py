@@ -20,7 +20,7 @@ import pytest
 
 from deeplearn import config as config_lib, data
 from deeplearn.schemes import supervised
-from run_helpers import start_cli
+from run_helpers import no_compilation, start_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "experiments", "mnist1d_cnn.py:tiny")
@@ -30,24 +30,6 @@ def tiny_config(data_dir):
   config = config_lib.from_file(TINY)
   config.data.data_dir = data_dir
   return config
-
-
-@contextlib.contextmanager
-def no_compilation():
-  """Fails if XLA compiles anything inside the block."""
-  compiled = []
-
-  def listener(event, duration, **kwargs):
-    del duration, kwargs
-    if event == "/jax/core/compile/backend_compile_duration":
-      compiled.append(event)
-
-  jax.monitoring.register_event_duration_secs_listener(listener)
-  try:
-    yield
-  finally:
-    jax.monitoring.unregister_event_duration_listener(listener)
-  assert not compiled, f"{len(compiled)} compilation(s) before the error"
 
 
 def _set(key, value):
