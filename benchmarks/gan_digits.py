@@ -31,6 +31,7 @@ import numpy as np
 
 from deeplearn import (checkpoint, config as config_lib, data, generative_metrics as gm, schemes,
                        train)
+from deeplearn.schemes import supervised
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = 1000
@@ -66,12 +67,8 @@ def vae_samples(seed, parent, shape):
   start = time.time()
   summary = train.train_and_evaluate(config, workdir)
   seconds = time.time() - start
-  scheme = schemes.get_scheme(config)
-  ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-  state, _ = ckpt.restore_latest(scheme.abstract_state())
-  ckpt.close()
-  params = state.params if state.avg_params is None else state.avg_params
-  x = scheme.run.task.prior_samples(params, SAMPLES, jax.random.PRNGKey(seed))
+  vae = supervised.load_finished(workdir)
+  x = vae.run.task.prior_samples(vae.params, SAMPLES, jax.random.PRNGKey(seed))
   print(f"vae seed {seed}: {summary['wall_s']:.1f} s of training, test log p(x)"
         f" {summary['final']['log_likelihood']:.2f}", flush=True)
   return 2 * np.asarray(x).reshape(SAMPLES, *shape) - 1, seconds  # 0..16 / 16 -> / 8 - 1

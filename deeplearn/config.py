@@ -171,8 +171,35 @@ def default_config() -> ml_collections.ConfigDict:
   # compile): a second start loads the compiled steps; "" = off.
   c.train.compilation_cache_dir = "~/.cache/deeplearn/jax_cache"
 
+  # Knowledge distillation (Hinton et al. 2015; deeplearn/tasks/distillation.py,
+  # docs/distillation.md): a classifier student trained on
+  # alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels). The
+  # teacher is one of: a finished classifier run's workdir (restored read-only,
+  # its forward pass inside the student's step), or a .npz of its logits over
+  # config.data.train_split (`logits`, `labels`, as
+  # schemes.supervised.export_logits writes it; checked against the split's
+  # labels in order, looked up by each example's inputs). Both "" = off.
+  c.distill = ml_collections.ConfigDict()
+  c.distill.teacher_workdir = ""
+  c.distill.teacher_logits = ""
+  c.distill.temperature = 1.0  # T > 0: softmax(logits / T) on both sides
+  c.distill.alpha = 0.5  # in [0, 1]: the soft term's weight
+  # The paper's transfer-set experiment: examples of this class weigh nothing
+  # in the student's loss (-1: none left out).
+  c.distill.omit_class = -1
+
   c.eval = ml_collections.ConfigDict()
   c.eval.best_metric = ""  # "" = the task's default (accuracy, or loss)
+
+  # Quantisation with qwix (deeplearn/quantization.py, docs/quantization.md).
+  # mode: "none" | "qat" (train through fake quantisation) | "ptq" (train in
+  # float; `deeplearn.evaluate --quantize config` applies these rules).
+  # rules: (module-path regex, weight dtype int8 | int4, activation dtype
+  # int8 | int4 | none[, calibration absmax | minmax | rms,S | fixed,A,B]),
+  # first match wins; a regex that matches no module fails before compiling.
+  c.quantization = ml_collections.ConfigDict()
+  c.quantization.mode = "none"
+  c.quantization.rules = ((".*", "int8", "int8"),)
   return c
 
 

@@ -7,7 +7,8 @@ activation rate of 0.05 by the KL penalty (Ng's sparse autoencoder), `:sparse_l1
 relu units with an L1 penalty; `:denoising` trains on inputs with a quarter of the
 pixels zeroed (Vincent et al. 2008), `:gaussian_noise` on inputs plus N(0, 0.2^2)
 noise, both scored by PSNR on the equally corrupted test set; `:conv` is the
-convolutional encoder/decoder. Pictures: WORKDIR/images/reconstructions/.
+convolutional encoder/decoder; `:mnist1d` the MLP on MNIST-1D's 40-point signals.
+Pictures: WORKDIR/images/reconstructions/.
 
   python -m deeplearn.train --config experiments/digits_autoencoder.py:denoising \
       --workdir runs/digits_dae
@@ -69,13 +70,9 @@ def get_config(arg=None):
   if "conv" in chosen:
     config.model.conv_features = (16, 32)
   if "mnist1d" in chosen:  # real-valued signals: squared error, no pictures
-    config.data.dataset = "mnist1d"
-    config.data.update(pp_train="", pp_eval="", eval_batch_size=500)
+    config.data.update(dataset="mnist1d", pp_train="", pp_eval="", eval_batch_size=500)
     config.model.output_activation = "identity"
   if "tiny" in chosen:
     config.data.batch_size = 32
-    config.train.num_steps = 20
-    config.train.log_every = 10
-    config.train.eval_every = 20
-    config.train.checkpoint_every = 20
+    config.train.update(num_steps=20, log_every=10, eval_every=20, checkpoint_every=20)
   return config

@@ -9,8 +9,8 @@ example). `:bernoulli` is the binarised benchmark instead: a Bernoulli decoder
 (39,504 parameters), each step binarising a pixel of grey level g with
 probability g (dynamic binarisation), the test set binarised once with a fixed
 key. `:latent2` has a 2-D latent and pictures the latent map (the decoder over a
-grid of z); `:conv` convolutional networks. Pictures: WORKDIR/images/{samples,
-reconstructions,interpolations,latent_map}/.
+grid of z); `:conv` convolutional networks; `:mnist1d` MNIST-1D's 40-point signals.
+Pictures: WORKDIR/images/{samples,reconstructions,interpolations,latent_map}/.
 
   python -m deeplearn.train --config experiments/digits_vae.py --workdir runs/digits_vae
 """
@@ -61,8 +61,7 @@ def get_config(arg=None):
   if "conv" in chosen:
     config.model.conv_features = (16, 32)
   if "mnist1d" in chosen:  # real-valued signals: no grey levels, no pictures
-    config.data.dataset = "mnist1d"
-    config.data.update(pp_train="", pp_eval="", eval_batch_size=500)
+    config.data.update(dataset="mnist1d", pp_train="", pp_eval="", eval_batch_size=500)
     config.model.likelihood = "gaussian_learned"
   if "tiny" in chosen:
     config.data.batch_size = 32

@@ -43,8 +43,8 @@ def built(family):
 
 def test_importing_the_package_registers_every_family():
   assert models.registered() == [
-      "alexnet", "autoencoder", "convnet", "convnet_maxout", "dcgan_discriminator",
-      "dcgan_generator", "gan_mlp_discriminator", "gan_mlp_generator", "googlenet", "lenet5",
+      "alexnet", "autoencoder", "cascade", "convnet", "convnet_maxout", "dcgan_discriminator",
+      "dcgan_generator", "early_exit_convnet", "gan_mlp_discriminator", "gan_mlp_generator", "googlenet", "lenet5",
       "linear", "mlp", "mlp_maxout", "mnist1d_cnn", "mnist1d_gru", "ngram_mlp", "resnet",
       "resnet9", "rnn_lm", "seq2seq", "transformer", "two_tower", "vae", "vgg"]
 

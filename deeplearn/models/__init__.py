@@ -7,5 +7,5 @@ with `@register("<name>")`.
 
 from deeplearn.models.registry import fields, get_model, register, registered  # noqa: F401
 from deeplearn.models import (  # noqa: F401
-    alexnet, autoencoder, convnet, gan, inception, lenet, linear, maxout, mlp, mnist1d,
+    alexnet, autoencoder, cascade, convnet, gan, inception, lenet, linear, maxout, mlp, mnist1d,
     ngram, resnet, rnn, seq2seq, transformer, two_tower, vae, vgg)

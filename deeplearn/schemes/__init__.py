@@ -6,6 +6,9 @@
               (deeplearn/schemes/word2vec.py)
   gan         a generator and a discriminator, two optimizers, alternating
               updates on dataset batches (deeplearn/schemes/gan.py)
+  cascade     supervised training of a cascade's stages, whose exit thresholds
+              are calibrated on a held-out split at each evaluation
+              (deeplearn/schemes/cascade.py)
 
 `config.scheme` may also be "package.module:Class", a scheme of your own
 (deeplearn/schemes/base.py says what it supplies): it runs through the same
@@ -15,11 +18,12 @@ loop, with the same checkpoints, resume, signals and logging.
 import importlib
 
 from deeplearn.config import did_you_mean
+from deeplearn.schemes.cascade import Cascade
 from deeplearn.schemes.gan import GAN
 from deeplearn.schemes.supervised import Supervised
 from deeplearn.schemes.word2vec import Word2Vec
 
-SCHEMES = {"supervised": Supervised, "word2vec": Word2Vec, "gan": GAN}
+SCHEMES = {"supervised": Supervised, "word2vec": Word2Vec, "gan": GAN, "cascade": Cascade}
 
 
 def get_scheme(config, devices=None):

@@ -36,8 +36,6 @@ config.gan (set in the experiment; the keys and defaults are GAN_DEFAULTS):
   classifier_workdir   "" = no classifier-based measures
 """
 
-import os
-
 import flax
 import flax.linen as nn
 import jax
@@ -46,7 +44,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from deeplearn import (checkpoint, config as config_lib, data, generative_metrics as gm,
+from deeplearn import (config as config_lib, data, generative_metrics as gm,
                        images as images_lib, models, optim, step as step_lib)
 from deeplearn.models import registry
 from deeplearn.parallel import mesh as mesh_lib, sharding
@@ -427,23 +425,13 @@ class Classifier:
 
   def __init__(self, workdir: str, gan_config, real: np.ndarray, devices=None):
     key = "config.gan.classifier_workdir"
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-      raise ValueError(f"{key}={workdir!r} has no config.json: name the workdir"
-                       " of a finished deeplearn classifier run.")
-    with open(path) as f:
-      config = config_lib.from_json(f.read())
+    finished = supervised.load_finished(workdir, devices, key=key)
+    config = finished.config
     if config.data.dataset != gan_config.data.dataset:
       raise ValueError(f"{key}={workdir!r} classifies {config.data.dataset!r},"
                        f" not {gan_config.data.dataset!r}.")
-    self.run = run = supervised.build(config, devices)
-    ckpt = checkpoint.Checkpointer(workdir, read_only=True)
-    state, step = ckpt.restore_latest(step_lib.abstract_state(run))
-    ckpt.close()
-    if state is None:
-      raise ValueError(f"{key}={workdir!r} has no checkpoint.")
-    params = state.params if state.avg_params is None else state.avg_params
-    self.variables = {"params": params, **state.model_state}
+    self.run = run = finished.run
+    self.variables = finished.variables
     self.num_classes = run.info.num_classes
     theirs = np.concatenate([b["inputs"][b["mask"] > 0] for b in data.eval_dataset(
         config.data, process_index=0, process_count=1)])[:len(real)]

@@ -14,6 +14,13 @@ and optionally
     (deeplearn.schemes.supervised.build shows it the first train and eval batch)
   images(params, model_state, batch) -> {name: uint8 picture}, for a fixed
     batch of eval examples (deeplearn.schemes.base: `images`)
+  prepare_batch(batch) -> batch: host-side additions to each training batch
+    (distillation's precomputed teacher logits)
+  initial_model_state(model_state) -> model_state: restored parts put in the
+    freshly initialised state (distillation's teacher)
+
+Knowledge distillation (tasks/distillation.py) wraps the classification task
+when config.distill names a teacher; deeplearn.schemes.supervised.build does.
 
 Metric sums always include `count`, the number of examples (or tokens) they
 add up, so sums from many batches and devices combine exactly.
@@ -22,6 +29,7 @@ add up, so sums from many batches and devices combine exactly.
 import dataclasses
 
 from deeplearn.config import did_you_mean
+from deeplearn.tasks.cascade import Cascade
 from deeplearn.tasks.classification import Classification
 from deeplearn.tasks.language_model import LanguageModel
 from deeplearn.tasks.pair_ranking import PairRanking
@@ -31,7 +39,7 @@ from deeplearn.tasks.vae import VAE
 
 TASKS = {"classification": Classification, "language_model": LanguageModel,
          "seq2seq": Seq2Seq, "pair_ranking": PairRanking,
-         "reconstruction": Reconstruction, "vae": VAE}
+         "reconstruction": Reconstruction, "vae": VAE, "cascade": Cascade}
 
 
 def get_task(name: str, model, info, label_smoothing: float = 0.0,

@@ -1,5 +1,6 @@
 """Offline TFDS builders, by the dataset name a config writes (`config.data.dataset`)."""
 
+from deeplearn.data.builders.canvas import DigitsCanvas
 from deeplearn.data.builders.dates import Dates
 from deeplearn.data.builders.digits import SklearnDigits
 from deeplearn.data.builders.mnist1d import Mnist1d
@@ -10,4 +11,5 @@ BUILDERS = {
     "digits": SklearnDigits,
     "tiny_shakespeare": TinyShakespeareLocal,
     "dates": Dates,
+    "digits_canvas": DigitsCanvas,
 }

@@ -1,0 +1,53 @@
+"""Early exit inside one convnet on sklearn's digits: an exit after each of three conv blocks.
+
+Conditional computation within one network (BranchyNet, Teerapittayanon et al.
+2016): every block's output feeds its own classifier; the exits train jointly
+on the sum of their cross-entropies, and an example leaves at the first exit
+confident enough, with thresholds calibrated on 300 held-out training
+examples, so a later exit reuses the blocks an earlier one ran
+(docs/cascades.md). `:tiny` is a seconds-long smoke setting.
+
+  python -m deeplearn.train --config experiments/digits_early_exit.py --workdir runs/early_exit
+"""
+
+import ml_collections
+
+from deeplearn.config import default_config
+from deeplearn.experiments import variants
+
+VARIANTS = {"tiny": "40 steps at batch 64"}
+
+
+def get_config(arg=None):
+  chosen = variants(arg, VARIANTS)
+  config = default_config()
+  config.scheme = "cascade"
+  config.task = "cascade"
+  config.model = ml_collections.ConfigDict({
+      "name": "early_exit_convnet", "num_classes": 10, "features": (8, 16, 32),
+      "pools": (2, 2, 1)})
+
+  config.data.dataset = "digits"
+  config.data.train_split = "train[:1137]"  # the last 300 calibrate the thresholds
+  config.data.batch_size = 64
+  config.data.eval_batch_size = 320
+  config.data.pp_train = "standardize"
+  config.data.pp_eval = "standardize"
+  config.cascade = ml_collections.ConfigDict({
+      "calibration_split": "train[1137:]", "tolerance": 0.005,
+      "thresholds": (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999),
+      "reject_class": -1, "group_size": 0, "bucket_size": 32})
+
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 3e-3
+
+  config.train.num_steps = 1500
+  config.train.log_every = 100
+  config.train.eval_every = 500
+  config.train.checkpoint_every = 500
+
+  if "tiny" in chosen:
+    config.train.num_steps = 40
+    config.train.log_every = 20
+    config.train.eval_every = 40
+  return config
