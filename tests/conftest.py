@@ -3,6 +3,7 @@ session, set before jax is imported anywhere."""
 
 import os
 import shutil
+import signal
 import tempfile
 
 _flag = "--xla_force_host_platform_device_count=8"
@@ -23,6 +24,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 else:
   _CACHE = None
+
+# A suite started in the background (`nohup ... &`) inherits SIGINT ignored, and
+# Python then installs no KeyboardInterrupt handler, here or in the runs it starts:
+# the Ctrl-C tests need the handler a terminal gives.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import pytest  # noqa: E402
 

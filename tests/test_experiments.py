@@ -1,6 +1,6 @@
 """Every experiment in experiments/: its variants are listed and build, and its `:tiny`
 runs offline through the command line, as a new user would type it (mock data where a
-catalog dataset is not prepared). The list is read from
+catalog dataset is not prepared), here or in the dedicated test RUN_ELSEWHERE names. The list is read from
 experiments/, so a new experiment is run too. A CPU run prints no TPU text, even with
 libtpu installed, and a tiny run resumes from the command line."""
 
@@ -24,6 +24,19 @@ NAMES = sorted(os.path.splitext(os.path.basename(p))[0]
 SMOKE = {"mnist1d_cnn", "shakespeare_transformer", "dates_seq2seq_attention",
          "dates_two_tower", "wiki_word2vec_skipgram_ns", "mnist_lenet5", "digits_gan"}
 # What libtpu and jax's TPU backend print when they are loaded on a machine without one.
+# Experiments whose :tiny a dedicated test runs end to end and checks further (its
+# pictures, decoded text, a falling loss): (file, test) there, rather than a second run
+# here. The CLI itself is the same for every experiment, and is run by all the others.
+_PICTURES = ("test_autoencoders.py",
+             "test_every_experiment_tiny_runs_from_the_command_line_and_writes_pictures")
+RUN_ELSEWHERE = {
+    "binarized_mnist_vae": _PICTURES, "digits_autoencoder": _PICTURES, "digits_vae": _PICTURES,
+    "cifar10_dcgan": ("test_gan.py", "test_tfds_experiments_tiny_runs_on_mock_data_and_writes_pictures"),
+    "shakespeare_char_lstm": ("test_sequence_models.py",
+                              "test_tiny_experiments_train_end_to_end_and_sample"),
+    "wmt14_ende_seq2seq": ("test_translation_data.py",
+                           "test_tiny_experiment_trains_on_mock_wmt14_and_decodes_text"),
+}
 TPU_TEXT = ("libtpu", "TPU_", "host bounds", "InitGoogle", "E0000", "tpu backend")
 
 
@@ -85,8 +98,17 @@ def test_the_listing_names_every_experiment_and_variant():
       assert f":{variant}" in out and what in out
 
 
+def test_the_tiny_runs_made_elsewhere_are_made_there():
+  assert not SMOKE & set(RUN_ELSEWHERE)  # the smoke set runs here
+  for name, (path, test) in RUN_ELSEWHERE.items():
+    with open(os.path.join(ROOT, "tests", path)) as f:
+      source = f.read()
+    assert f"def {test}(" in source and f"{name}" in source, (name, path, test)
+
+
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.smoke) if n in SMOKE else n for n in NAMES])
+    pytest.param(n, marks=pytest.mark.smoke) if n in SMOKE else n
+    for n in NAMES if n not in RUN_ELSEWHERE])
 def test_tiny_runs_offline_from_the_command_line(name, tfds_data_dir, tmp_path):
   config = config_lib.from_file(spec(name, "tiny"))
   workdir = tmp_path / "run"

@@ -237,8 +237,8 @@ def test_digits_gan_tiny_with_a_trained_classifier_reports_its_measures(
   assert_pictures(workdir, 6)
 
 
-# cifar10_dcgan on 8 devices (tests/test_experiments.py runs every :tiny,
-# mnist_dcgan's too, on one device through the CLI).
+# cifar10_dcgan's :tiny on 8 devices, its one run (tests/test_experiments.py runs
+# mnist_dcgan's through the CLI).
 @pytest.mark.parametrize("name", ["cifar10_dcgan"])
 def test_tfds_experiments_tiny_runs_on_mock_data_and_writes_pictures(name, tmp_path):
   config = config_lib.from_file(os.path.join(ROOT, "experiments", f"{name}.py:tiny"))
